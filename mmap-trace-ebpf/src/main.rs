@@ -1,0 +1,28 @@
+//! mmap-trace's eBPF programs.
+//!
+//! * `mmtrace_enter` / `mmtrace_exit` (raw tracepoints `sys_enter`/`sys_exit`):
+//!   for mmap, munmap and mremap of traced processes, save the arguments at
+//!   entry, and at exit join them with the result and the user stack into one
+//!   ring-buffer record.
+//! * `mmtrace_fork` / `mmtrace_exec` / `mmtrace_pexit` (raw tracepoints
+//!   `sched_process_*`): follow children of traced processes, and report
+//!   exec and exit so user space can end an address space.
+//!
+//! Raw tracepoints need no tracefs, and each program returns at once for
+//! syscalls we do not trace, before touching any map.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod process;
+mod regs;
+mod syscall;
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

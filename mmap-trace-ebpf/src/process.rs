@@ -1,0 +1,123 @@
+//! Which processes are traced: the target set, fork following, exec and exit.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+    },
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use aya_log_ebpf::debug;
+use mmap_trace_common::{ProcessRecord, RecordHeader, counter, kind};
+
+use crate::maps::{EVENTS, FORKED, ForkOrigin, PENDING, TARGETS, TRACER_TGID, bump};
+
+/// Is `tgid` traced? A child forked by a traced process becomes traced here,
+/// the first time it is seen running, and a FORK record announces it.
+#[inline(always)]
+pub fn is_traced<C: EbpfContext>(ctx: &C, tgid: u32) -> bool {
+    if tgid == TRACER_TGID.load() {
+        return false;
+    }
+    // SAFETY: the value is only tested for presence.
+    if unsafe { TARGETS.get(tgid) }.is_some() {
+        return true;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    // SAFETY: copied out before removal.
+    let Some(origin) = (unsafe { FORKED.get(task) }).copied() else {
+        return false;
+    };
+    let _ = FORKED.remove(task);
+    if TARGETS.insert(tgid, 1, 0).is_err() {
+        return false;
+    }
+    debug!(
+        ctx,
+        "mmap-trace: following pid {} (child of {})", tgid, origin.parent_tgid
+    );
+    emit(kind::FORK, origin.parent_tgid, origin.time_ns);
+    true
+}
+
+fn emit(record_kind: u32, parent_pid: u32, time_ns: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let record = ProcessRecord {
+        header: RecordHeader {
+            kind: record_kind,
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            _reserved: 0,
+            time_ns,
+        },
+        parent_pid,
+        _reserved: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    if EVENTS.output::<ProcessRecord>(&record, 0).is_err() {
+        bump(counter::LOST_RECORDS);
+    }
+}
+
+/// `sched_process_fork(parent, child)`, run by the parent.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn mmtrace_fork(ctx: RawTracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_traced(&ctx, tgid) {
+        return 0;
+    }
+    // New threads land here too; their entry is never looked up (their
+    // tgid is already traced) and goes when they exit.
+    let child: u64 = ctx.arg(1);
+    let origin = ForkOrigin {
+        parent_tgid: tgid,
+        _reserved: 0,
+        time_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = FORKED.insert(child, origin, 0);
+    0
+}
+
+/// `sched_process_exec(task, old_pid, bprm)`, run by the task after the new
+/// image is in place.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn mmtrace_exec(ctx: RawTracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_traced(&ctx, tgid) {
+        emit(kind::EXEC, 0, unsafe { bpf_ktime_get_ns() });
+    }
+    0
+}
+
+/// `sched_process_exit(task, group_dead)`, run by each exiting thread.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn mmtrace_pexit(ctx: RawTracePointContext) -> u32 {
+    let group_dead: u64 = ctx.arg(1);
+    on_exit(group_dead as u8 != 0)
+}
+
+/// The same for kernels whose `sched_process_exit` has no `group_dead`
+/// argument (before 6.16): the process ends with its leader thread.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn mmtrace_pexit_old(_ctx: RawTracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    on_exit(pid_tgid >> 32 == pid_tgid & 0xffff_ffff)
+}
+
+#[inline(always)]
+fn on_exit(group_dead: bool) -> u32 {
+    let _ = FORKED.remove(unsafe { bpf_get_current_task() });
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: presence test only.
+    if unsafe { TARGETS.get(tgid) }.is_none() {
+        return 0;
+    }
+    let _ = PENDING.remove(pid_tgid as u32);
+    if group_dead {
+        emit(kind::EXIT, 0, unsafe { bpf_ktime_get_ns() });
+        let _ = TARGETS.remove(tgid);
+    }
+    0
+}

@@ -1,0 +1,164 @@
+//! Command-line interface.
+
+use std::{ffi::OsString, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mmap-trace",
+    version,
+    about = "Which library, through which stack, made the memory mappings a process holds",
+    long_about = "mmap-trace traces the mmap, munmap and mremap system calls of a process with \
+eBPF, keeps a ledger of the mappings still live, and attributes every byte to the library that \
+issued the call and to the code that asked for it. It finds what heap profilers cannot see: \
+memory mapped directly (by allocators, memory hooks such as UCX's, GPU and RDMA libraries).\n\n\
+It needs root (CAP_BPF, CAP_PERFMON).",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More diagnostics on stderr (-v: progress; -vv: debug, including the eBPF side's log).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace a command or running processes, then print a report.
+    #[command(after_help = RECORD_EXAMPLES)]
+    Record(RecordArgs),
+}
+
+const RECORD_EXAMPLES: &str = "\
+Examples:
+  mmap-trace record -- ./server --port 8080
+      Start the command traced from its first instruction; report when it exits.
+  mmap-trace record --pid 4242 --duration 60s
+      Trace a running process (and the children it forks) for a minute.
+  mmap-trace record --format json --output report.json -- python3 infer.py
+      Write the JSON report (schema mmap-trace/report/v1) to a file.
+
+Reading the report:
+  issuer     the object that made the system call (libucm.so when UCX's hooks are on)
+  requester  the first frame outside libc, ld.so, allocators and memory hooks
+  live       bytes still mapped at the end (for an exited process: at its exit)
+
+With a command, mmap-trace exits with the command's exit status, as strace does.";
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Trace this running process and the children it forks from now on
+    /// (repeatable). Its existing mappings count as pre-existing.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Stop after this long (e.g. 30s, 500ms, 5m; a plain number is seconds).
+    /// A launched command still running then gets SIGTERM (then SIGKILL).
+    #[arg(short, long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Report format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the report to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Also treat objects with this soname stem as pass-through, so the
+    /// requester is looked for beyond them (repeatable; e.g. libmyalloc).
+    #[arg(long = "interposer", value_name = "NAME")]
+    pub interposers: Vec<String>,
+
+    /// How many stacks the text report shows.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Size of the kernel-to-user ring buffer in MiB (a power of two). If the
+    /// report counts lost records, make it larger.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = parse_buffer_mib)]
+    pub buffer_size: u32,
+
+    /// The command to start and trace, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Tables and top stacks, for people.
+    Text,
+    /// Everything, for scripts (see docs/report.md).
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 5m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?}: use ms, s, m or h")),
+    };
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err("the duration must be positive".into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_buffer_mib(text: &str) -> Result<u32, String> {
+    let mib: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of MiB"))?;
+    if !mib.is_power_of_two() || mib > 2048 {
+        return Err("the buffer size must be a power of two between 1 and 2048 MiB".into());
+    }
+    Ok(mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn record_takes_a_command_after_dashes() {
+        let cli =
+            Cli::try_parse_from(["mmap-trace", "record", "-f", "json", "--", "ls", "-l"]).unwrap();
+        let Command::Record(args) = cli.command;
+        assert_eq!(
+            args.command,
+            vec![OsString::from("ls"), OsString::from("-l")]
+        );
+        assert_eq!(args.format, Format::Json);
+        assert_eq!(args.buffer_size, 64);
+        assert!(Cli::try_parse_from(["mmap-trace", "record", "--buffer-size", "3"]).is_err());
+    }
+}

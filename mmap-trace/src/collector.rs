@@ -1,0 +1,412 @@
+//! Applies decoded events to the per-process ledgers and the stack table.
+//!
+//! Pure: no kernel, no files. The session feeds it; the report reads it.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    decode::{Call, Event, ProcessEvent, SyscallEvent},
+    ledger::{AddressSpace, Change, Origin, page_round_up},
+    stacks::{RawStack, StackId, StackTable},
+};
+
+/// Counts of traced calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    pub mmap: u64,
+    pub munmap: u64,
+    pub mremap: u64,
+    /// Calls that returned an error (never applied to the ledger).
+    pub failed: u64,
+    /// Records the kernel could not deliver (ring buffer full, entry map
+    /// full) or that did not decode.
+    pub lost: u64,
+    /// Calls whose user stack the kernel could not capture.
+    pub stack_errors: u64,
+}
+
+/// Byte totals over all traced processes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ByteTotals {
+    pub mapped: u64,
+    pub unmapped: u64,
+    /// munmap'd bytes that were never seen mapped.
+    pub unknown_unmapped: u64,
+    /// Bytes mapped before tracing began (seeded from /proc/PID/maps).
+    pub preexisting: u64,
+    pub preexisting_unmapped: u64,
+}
+
+/// How a traced process ended, if it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Running,
+    /// The last thread exited (status known only for a launched command).
+    Exited {
+        time_ns: u64,
+    },
+}
+
+/// One traced process (one pid; an exec starts a new generation).
+#[derive(Clone, Debug)]
+pub struct Process {
+    pub pid: u32,
+    pub parent_pid: Option<u32>,
+    pub comm: String,
+    pub generation: u32,
+    pub first_seen_ns: u64,
+    pub ending: Ending,
+    pub space: AddressSpace,
+    /// Pre-existing bytes still mapped when the process exited or exec'd.
+    pub preexisting_live_at_exit: u64,
+}
+
+impl Process {
+    fn new(pid: u32, time_ns: u64) -> Self {
+        Process {
+            pid,
+            parent_pid: None,
+            comm: String::new(),
+            generation: 0,
+            first_seen_ns: time_ns,
+            ending: Ending::Running,
+            space: AddressSpace::default(),
+            preexisting_live_at_exit: 0,
+        }
+    }
+
+    pub fn exited(&self) -> bool {
+        matches!(self.ending, Ending::Exited { .. })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Collector {
+    processes: BTreeMap<u32, Process>,
+    pub stacks: StackTable,
+    pub counts: EventCounts,
+    pub bytes: ByteTotals,
+    pub first_event_ns: Option<u64>,
+    pub last_event_ns: u64,
+}
+
+impl Collector {
+    /// Starts tracking `pid` (a `--pid` target or a launched command).
+    pub fn add_target(&mut self, pid: u32, comm: &str, time_ns: u64) {
+        let process = self.process(pid, time_ns);
+        if process.comm.is_empty() {
+            process.comm = comm.to_owned();
+        }
+    }
+
+    /// Records a range that was mapped before tracing began.
+    pub fn seed_preexisting(&mut self, pid: u32, start: u64, end: u64) {
+        let change = self
+            .process(pid, 0)
+            .space
+            .map(start, end - start, Origin::PreExisting);
+        self.bytes.preexisting += change.mapped;
+        self.account_released(&change);
+    }
+
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.processes.values()
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        let time = match &event {
+            Event::Syscall(e) => e.time_ns,
+            Event::Exec(e) | Event::Exit(e) | Event::Fork(e) => e.time_ns,
+        };
+        self.first_event_ns.get_or_insert(time);
+        self.last_event_ns = self.last_event_ns.max(time);
+        match event {
+            Event::Syscall(event) => self.on_syscall(event),
+            Event::Fork(event) => self.on_fork(event),
+            Event::Exec(event) => self.on_exec(event),
+            Event::Exit(event) => self.on_exit(event),
+        }
+    }
+
+    pub fn add_lost(&mut self, records: u64) {
+        self.counts.lost += records;
+    }
+
+    fn process(&mut self, pid: u32, time_ns: u64) -> &mut Process {
+        self.processes
+            .entry(pid)
+            .or_insert_with(|| Process::new(pid, time_ns))
+    }
+
+    fn on_syscall(&mut self, event: SyscallEvent) {
+        match event.call {
+            Call::Mmap { .. } => self.counts.mmap += 1,
+            Call::Munmap { .. } => self.counts.munmap += 1,
+            Call::Mremap { .. } => self.counts.mremap += 1,
+        }
+        if event.stack_error != 0 {
+            self.counts.stack_errors += 1;
+        }
+        let failed = event.failed();
+        let generation = {
+            let process = self.process(event.pid, event.time_ns);
+            if process.exited() {
+                // A late record of a process that already ended: count the
+                // call, but its address space is gone.
+                return;
+            }
+            process.generation
+        };
+        let stack = self.stacks.intern(
+            RawStack {
+                pid: event.pid,
+                generation,
+                frames: event.stack,
+                sp_word: event.sp_word,
+            },
+            event.time_ns,
+        );
+        let stats = self.stacks.stats_mut(stack);
+        match event.call {
+            Call::Mmap { .. } => stats.mmap_calls += 1,
+            Call::Munmap { .. } => stats.munmap_calls += 1,
+            Call::Mremap { .. } => stats.mremap_calls += 1,
+        }
+        if failed {
+            stats.failed_calls += 1;
+            self.counts.failed += 1;
+            return;
+        }
+        let origin = Origin::Traced(stack);
+        let ret = event.ret as u64;
+        let length = match event.call {
+            Call::Mmap { len, .. } | Call::Munmap { len, .. } => len,
+            Call::Mremap { new_len, .. } => new_len,
+        };
+        self.stacks
+            .stats_mut(stack)
+            .count_size(event.call.name(), page_round_up(length));
+        let space = &mut self.process(event.pid, event.time_ns).space;
+        let change = match event.call {
+            Call::Mmap { len, .. } => space.map(ret, len, origin),
+            Call::Munmap { addr, len } => space.unmap(addr, len),
+            Call::Mremap {
+                old_addr,
+                old_len,
+                new_len,
+                flags,
+                ..
+            } => space.remap(old_addr, old_len, new_len, flags, ret, origin),
+        };
+        self.stacks.stats_mut(stack).mapped_bytes += change.mapped;
+        self.bytes.mapped += change.mapped;
+        self.account_released(&change);
+    }
+
+    fn account_released(&mut self, change: &Change) {
+        for &(origin, bytes) in &change.released {
+            match origin {
+                Origin::Traced(id) => {
+                    self.stacks.stats_mut(id).unmapped_bytes += bytes;
+                    self.bytes.unmapped += bytes;
+                }
+                Origin::PreExisting => self.bytes.preexisting_unmapped += bytes,
+            }
+        }
+        self.bytes.unknown_unmapped += change.unknown_released;
+    }
+
+    fn on_fork(&mut self, event: ProcessEvent) {
+        let process = self.process(event.pid, event.time_ns);
+        if process.exited() {
+            *process = Process::new(event.pid, event.time_ns);
+        }
+        process.parent_pid = Some(event.parent_pid);
+        process.comm = event.comm;
+    }
+
+    fn on_exec(&mut self, event: ProcessEvent) {
+        self.end_address_space(event.pid, event.time_ns);
+        let process = self.process(event.pid, event.time_ns);
+        if process.exited() {
+            *process = Process::new(event.pid, event.time_ns);
+        }
+        process.generation += 1;
+        process.comm = event.comm;
+    }
+
+    fn on_exit(&mut self, event: ProcessEvent) {
+        self.end_address_space(event.pid, event.time_ns);
+        self.process(event.pid, event.time_ns).ending = Ending::Exited {
+            time_ns: event.time_ns,
+        };
+    }
+
+    /// What was live when an address space ended stays in the report as live
+    /// at exit; the ledger itself forgets it.
+    fn end_address_space(&mut self, pid: u32, time_ns: u64) {
+        let space = std::mem::take(&mut self.process(pid, time_ns).space);
+        let mut preexisting = 0;
+        for region in space.regions() {
+            match region.origin {
+                Origin::Traced(id) => {
+                    let stats = self.stacks.stats_mut(id);
+                    stats.live_at_exit_bytes += region.len();
+                    stats.live_at_exit_regions += 1;
+                }
+                Origin::PreExisting => preexisting += region.len(),
+            }
+        }
+        self.process(pid, time_ns).preexisting_live_at_exit += preexisting;
+    }
+
+    /// Live bytes and regions per stack: still mapped, or live at exit.
+    pub fn live_by_stack(&self) -> BTreeMap<StackId, (u64, u64)> {
+        let mut live: BTreeMap<StackId, (u64, u64)> = BTreeMap::new();
+        for (id, _, _, stats) in self.stacks.iter() {
+            if stats.live_at_exit_bytes > 0 {
+                live.insert(id, (stats.live_at_exit_bytes, stats.live_at_exit_regions));
+            }
+        }
+        for process in self.processes.values() {
+            for region in process.space.regions() {
+                if let Origin::Traced(id) = region.origin {
+                    let entry = live.entry(id).or_default();
+                    entry.0 += region.len();
+                    entry.1 += 1;
+                }
+            }
+        }
+        live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::PAGE_SIZE as P;
+
+    fn syscall(pid: u32, call: Call, ret: i64, stack: &[u64]) -> Event {
+        Event::Syscall(SyscallEvent {
+            pid,
+            tid: pid,
+            time_ns: 1,
+            call,
+            ret,
+            user_ip: stack.first().copied().unwrap_or(0),
+            user_sp: 0,
+            sp_word: 0,
+            stack: stack.to_vec(),
+            stack_error: 0,
+        })
+    }
+
+    fn mmap(len: u64) -> Call {
+        Call::Mmap {
+            addr: 0,
+            len,
+            prot: 3,
+            flags: 0x22,
+            fd: -1,
+            offset: 0,
+        }
+    }
+
+    fn process_event(pid: u32) -> ProcessEvent {
+        ProcessEvent {
+            pid,
+            tid: pid,
+            time_ns: 5,
+            parent_pid: 1,
+            comm: "x".into(),
+        }
+    }
+
+    #[test]
+    fn counts_bytes_and_live_per_stack() {
+        let mut c = Collector::default();
+        c.handle(syscall(7, mmap(2 * P), 0x10000, &[1, 2]));
+        c.handle(syscall(7, mmap(3 * P), 0x20000, &[1, 3]));
+        c.handle(syscall(
+            7,
+            Call::Munmap {
+                addr: 0x20000,
+                len: P,
+            },
+            0,
+            &[4],
+        ));
+        c.handle(syscall(7, mmap(P), -12, &[1, 2]));
+        assert_eq!(c.counts.mmap, 3);
+        assert_eq!(c.counts.munmap, 1);
+        assert_eq!(c.counts.failed, 1);
+        assert_eq!(c.bytes.mapped, 5 * P);
+        assert_eq!(c.bytes.unmapped, P);
+        let live: Vec<_> = c.live_by_stack().into_values().collect();
+        assert_eq!(live, vec![(2 * P, 1), (2 * P, 1)]);
+        let (_, _, _, first) = c.stacks.iter().next().unwrap();
+        assert_eq!((first.mmap_calls, first.failed_calls), (2, 1));
+    }
+
+    #[test]
+    fn exit_keeps_live_bytes_and_drops_the_space() {
+        let mut c = Collector::default();
+        c.handle(syscall(7, mmap(2 * P), 0x10000, &[1]));
+        c.handle(Event::Exit(process_event(7)));
+        let process = c.processes().next().unwrap();
+        assert!(process.exited());
+        assert!(process.space.is_empty());
+        assert_eq!(
+            c.live_by_stack().into_values().collect::<Vec<_>>(),
+            vec![(2 * P, 1)]
+        );
+        // A late record of the exited process changes no bytes.
+        c.handle(syscall(
+            7,
+            Call::Munmap {
+                addr: 0x10000,
+                len: P,
+            },
+            0,
+            &[1],
+        ));
+        assert_eq!(c.bytes.unmapped, 0);
+    }
+
+    #[test]
+    fn exec_starts_a_new_generation() {
+        let mut c = Collector::default();
+        c.handle(syscall(7, mmap(P), 0x10000, &[1]));
+        c.handle(Event::Exec(process_event(7)));
+        c.handle(syscall(7, mmap(P), 0x10000, &[1]));
+        assert_eq!(c.stacks.len(), 2, "same addresses, different images");
+        assert_eq!(c.processes().next().unwrap().generation, 1);
+    }
+
+    #[test]
+    fn preexisting_ranges_are_not_unknown() {
+        let mut c = Collector::default();
+        c.seed_preexisting(7, 0x10000, 0x10000 + 4 * P);
+        c.handle(syscall(
+            7,
+            Call::Munmap {
+                addr: 0x10000,
+                len: 4 * P,
+            },
+            0,
+            &[1],
+        ));
+        assert_eq!(c.bytes.preexisting_unmapped, 4 * P);
+        assert_eq!(c.bytes.unknown_unmapped, 0);
+        c.handle(syscall(
+            7,
+            Call::Munmap {
+                addr: 0x90000,
+                len: P,
+            },
+            0,
+            &[1],
+        ));
+        assert_eq!(c.bytes.unknown_unmapped, P);
+    }
+}

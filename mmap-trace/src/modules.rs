@@ -1,0 +1,270 @@
+//! Which object was mapped where, in which process, and when.
+//!
+//! Fed by the kernel's own mapping records (perf `MMAP2`, `FORK`, `COMM`
+//! exec, `EXIT`; see `perf_mmap`) and by `/proc/PID/maps` for processes that
+//! were running before tracing began. Stacks are resolved against it after
+//! the fact — by then a short-lived process may be long gone — so every
+//! mapping keeps the time it appeared and lookups are by `(pid, addr, time)`,
+//! following a forked child back to its parent's mappings at fork time.
+
+use std::collections::HashMap;
+
+use crate::procmaps::MapsEntry;
+
+/// An executable mapping of an object (or pseudo-object such as `[vdso]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub file_offset: u64,
+    /// Path as the kernel reported it, or a pseudo-name like `[vdso]`.
+    pub name: String,
+    pub inode: u64,
+    /// When it appeared (0 for mappings found at attach).
+    pub time_ns: u64,
+}
+
+/// Our name for anonymous executable memory (JIT code); perf calls it
+/// `//anon` and /proc/PID/maps leaves it blank.
+pub const ANONYMOUS_CODE: &str = "[anonymous code]";
+
+impl Mapping {
+    /// The name to keep for a mapping the kernel reported as `name`.
+    pub fn name_from_kernel(name: Option<&str>) -> String {
+        match name {
+            None | Some("") | Some("//anon") => ANONYMOUS_CODE.to_owned(),
+            Some(name) => name.to_owned(),
+        }
+    }
+
+    /// Is this a file we can read (not `[vdso]` or anonymous code)?
+    pub fn is_file(&self) -> bool {
+        self.name.starts_with('/')
+    }
+
+    pub fn file_offset_of(&self, addr: u64) -> u64 {
+        addr - self.start + self.file_offset
+    }
+}
+
+#[derive(Debug, Default)]
+struct ProcessMaps {
+    mappings: Vec<Mapping>,
+    /// Times of execs, ascending.
+    execs: Vec<u64>,
+    /// (parent pid, fork time) if we saw it being forked.
+    parent: Option<(u32, u64)>,
+    exited_ns: Option<u64>,
+}
+
+impl ProcessMaps {
+    fn last_exec_at_or_before(&self, time_ns: u64) -> Option<u64> {
+        self.execs.iter().rev().find(|&&t| t <= time_ns).copied()
+    }
+}
+
+/// How long the maps of an exited process that nobody asked about are kept
+/// (its traced events may still be on their way through the other buffer).
+const UNCLAIMED_GRACE_NS: u64 = 10_000_000_000;
+
+/// Mapping timelines of every process we may need to resolve stacks of.
+#[derive(Debug, Default)]
+pub struct ModuleMaps {
+    processes: HashMap<u32, ProcessMaps>,
+    /// Pids whose maps are needed (traced): never pruned.
+    claimed: std::collections::HashSet<u32>,
+    /// Records the kernel could not deliver (perf ring full).
+    pub lost: u64,
+}
+
+impl ModuleMaps {
+    pub fn on_mmap(&mut self, pid: u32, mapping: Mapping) {
+        self.processes
+            .entry(pid)
+            .or_default()
+            .mappings
+            .push(mapping);
+    }
+
+    pub fn on_fork(&mut self, pid: u32, parent: u32, time_ns: u64) {
+        let child = self.processes.entry(pid).or_default();
+        child.parent = Some((parent, time_ns));
+    }
+
+    pub fn on_exec(&mut self, pid: u32, time_ns: u64) {
+        let process = self.processes.entry(pid).or_default();
+        let at = process.execs.partition_point(|&t| t <= time_ns);
+        process.execs.insert(at, time_ns);
+    }
+
+    /// A process ended; maps of processes never claimed are dropped after a
+    /// grace period, so tracing a busy machine for hours stays bounded.
+    pub fn on_exit(&mut self, pid: u32, time_ns: u64) {
+        if let Some(process) = self.processes.get_mut(&pid) {
+            process.exited_ns = Some(time_ns);
+        }
+        let claimed = &self.claimed;
+        self.processes.retain(|pid, process| {
+            claimed.contains(pid)
+                || process
+                    .exited_ns
+                    .is_none_or(|exited| exited + UNCLAIMED_GRACE_NS > time_ns)
+        });
+    }
+
+    /// Keeps the maps of `pid` (and of the processes it was forked from).
+    pub fn claim(&mut self, pid: u32) {
+        let mut next = Some(pid);
+        while let Some(pid) = next {
+            if !self.claimed.insert(pid) {
+                break;
+            }
+            next = self
+                .processes
+                .get(&pid)
+                .and_then(|p| p.parent)
+                .map(|(parent, _)| parent);
+        }
+    }
+
+    /// Adds the executable mappings of a process found running at attach.
+    pub fn seed(&mut self, pid: u32, entries: &[MapsEntry]) {
+        self.claim(pid);
+        let process = self.processes.entry(pid).or_default();
+        for entry in entries.iter().filter(|e| e.executable) {
+            process.mappings.push(Mapping {
+                start: entry.start,
+                end: entry.end,
+                file_offset: entry.offset,
+                name: Mapping::name_from_kernel(entry.name.as_deref()),
+                inode: entry.inode,
+                time_ns: 0,
+            });
+        }
+    }
+
+    /// The mapping that held `addr` in `pid` at `time_ns`.
+    pub fn lookup(&self, pid: u32, addr: u64, time_ns: u64) -> Option<&Mapping> {
+        let (mut pid, mut time_ns) = (pid, time_ns);
+        // Follow fork links; the depth bound guards against pid-reuse cycles.
+        for _ in 0..64 {
+            let process = self.processes.get(&pid)?;
+            let since = process.last_exec_at_or_before(time_ns);
+            let found = process
+                .mappings
+                .iter()
+                .filter(|m| m.start <= addr && addr < m.end)
+                .filter(|m| m.time_ns <= time_ns && since.is_none_or(|exec| m.time_ns >= exec))
+                .max_by_key(|m| m.time_ns);
+            if found.is_some() {
+                return found;
+            }
+            let (parent, forked_ns) = process.parent?;
+            if since.is_some_and(|exec| exec >= forked_ns) {
+                return None;
+            }
+            (pid, time_ns) = (parent, forked_ns);
+        }
+        None
+    }
+
+    /// The main executable of `pid` at `time_ns`: the first file mapped by
+    /// its latest exec, else the one inherited from its parent.
+    pub fn executable(&self, pid: u32, time_ns: u64) -> Option<&str> {
+        let process = self.processes.get(&pid)?;
+        let since = process.last_exec_at_or_before(time_ns);
+        let first = process
+            .mappings
+            .iter()
+            .filter(|m| m.is_file() && m.time_ns <= time_ns)
+            .filter(|m| since.is_none_or(|exec| m.time_ns >= exec))
+            .min_by_key(|m| m.time_ns)
+            .map(|m| m.name.as_str());
+        match (first, since, process.parent) {
+            (Some(name), _, _) => Some(name),
+            (None, None, Some((parent, forked))) => self.executable(parent, forked),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapping(start: u64, name: &str, time_ns: u64) -> Mapping {
+        Mapping {
+            start,
+            end: start + 0x1000,
+            file_offset: 0x2000,
+            name: name.into(),
+            inode: 1,
+            time_ns,
+        }
+    }
+
+    #[test]
+    fn lookup_respects_time_and_exec() {
+        let mut maps = ModuleMaps::default();
+        maps.on_mmap(1, mapping(0x1000, "/old", 10));
+        maps.on_exec(1, 20);
+        maps.on_mmap(1, mapping(0x1000, "/new", 30));
+        assert_eq!(maps.lookup(1, 0x1800, 15).unwrap().name, "/old");
+        assert!(maps.lookup(1, 0x1800, 25).is_none(), "the exec unmapped it");
+        assert_eq!(maps.lookup(1, 0x1800, 35).unwrap().name, "/new");
+        assert_eq!(
+            maps.lookup(1, 0x1800, 35).unwrap().file_offset_of(0x1800),
+            0x2800
+        );
+        assert!(maps.lookup(1, 0x3000, 35).is_none());
+    }
+
+    #[test]
+    fn children_see_parent_mappings_until_they_exec() {
+        let mut maps = ModuleMaps::default();
+        maps.on_mmap(1, mapping(0x1000, "/parent", 10));
+        maps.on_mmap(1, mapping(0x5000, "/later", 50));
+        maps.on_fork(2, 1, 20);
+        assert_eq!(maps.lookup(2, 0x1000, 30).unwrap().name, "/parent");
+        assert!(
+            maps.lookup(2, 0x5000, 60).is_none(),
+            "mapped after the fork"
+        );
+        assert_eq!(maps.executable(2, 30), Some("/parent"));
+        maps.on_exec(2, 40);
+        assert!(maps.lookup(2, 0x1000, 45).is_none());
+    }
+
+    #[test]
+    fn unclaimed_exited_processes_are_pruned_after_a_grace_period() {
+        let mut maps = ModuleMaps::default();
+        maps.on_mmap(1, mapping(0x1000, "/a", 10));
+        maps.on_mmap(2, mapping(0x1000, "/b", 10));
+        maps.claim(2);
+        maps.on_exit(1, 100);
+        maps.on_exit(2, 100);
+        assert!(
+            maps.lookup(1, 0x1000, 50).is_some(),
+            "still in its grace period"
+        );
+        maps.on_exit(3, 100 + UNCLAIMED_GRACE_NS);
+        assert!(maps.lookup(1, 0x1000, 50).is_none());
+        assert!(maps.lookup(2, 0x1000, 50).is_some());
+    }
+
+    #[test]
+    fn seeded_maps_only_keep_executable_entries() {
+        let entries = crate::procmaps::parse(
+            "1000-2000 r--p 00000000 fe:00 5 /bin/x\n2000-3000 r-xp 00001000 fe:00 5 /bin/x\n",
+        )
+        .unwrap();
+        let mut maps = ModuleMaps::default();
+        maps.seed(9, &entries);
+        assert!(maps.lookup(9, 0x1500, 1).is_none());
+        assert_eq!(
+            maps.lookup(9, 0x2500, 1).unwrap().file_offset_of(0x2500),
+            0x1500
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Parsing `/proc/PID/maps`.
+
+use std::{fs, io, path::Path};
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapsEntry {
+    pub start: u64,
+    pub end: u64,
+    pub readable: bool,
+    pub executable: bool,
+    pub offset: u64,
+    pub inode: u64,
+    /// The path or pseudo-name (`[heap]`, `[vdso]`), if any.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("{path}:{line}: cannot parse {text:?}")]
+    Parse {
+        path: String,
+        line: usize,
+        text: String,
+    },
+}
+
+/// Reads and parses `/proc/<pid>/maps`.
+pub fn read(pid: u32) -> Result<Vec<MapsEntry>, MapsError> {
+    let path = format!("/proc/{pid}/maps");
+    let text = fs::read_to_string(Path::new(&path)).map_err(|source| MapsError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|(line, text)| MapsError::Parse { path, line, text })
+}
+
+/// Parses the text of a maps file; on error, the 1-based line and its text.
+pub fn parse(text: &str) -> Result<Vec<MapsEntry>, (usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| parse_line(line).ok_or_else(|| (i + 1, line.to_owned())))
+        .collect()
+}
+
+fn parse_line(line: &str) -> Option<MapsEntry> {
+    let mut fields = line.splitn(6, ' ');
+    let (start, end) = fields.next()?.split_once('-')?;
+    let perms = fields.next()?.as_bytes();
+    let offset = fields.next()?;
+    let _dev = fields.next()?;
+    let inode = fields.next()?;
+    let name = fields.next().map(str::trim_start).filter(|n| !n.is_empty());
+    Some(MapsEntry {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        readable: perms.first() == Some(&b'r'),
+        executable: perms.get(2) == Some(&b'x'),
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        inode: inode.parse().ok()?,
+        name: name.map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lines() {
+        let text = "\
+55d4c3a00000-55d4c3a02000 r--p 00000000 fe:00 247497                     /usr/bin/cat
+7f601ab54000-7f601acaa000 r-xp 00026000 fe:00 326279                     /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd1e5f0000-7ffd1e611000 rw-p 00000000 00:00 0                          [stack]
+7f0000000000-7f0000001000 rw-p 00000000 00:00 0
+";
+        let entries = parse(text).unwrap();
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[1].start, 0x7f601ab54000);
+        assert_eq!(entries[1].offset, 0x26000);
+        assert!(entries[1].executable);
+        assert_eq!(
+            entries[1].name.as_deref(),
+            Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
+        );
+        assert_eq!(entries[2].name.as_deref(), Some("[stack]"));
+        assert_eq!(entries[3].name, None);
+    }
+
+    #[test]
+    fn paths_with_spaces_survive() {
+        let entries =
+            parse("1000-2000 r-xp 00000000 fe:00 12 /tmp/a dir/lib x.so (deleted)\n").unwrap();
+        assert_eq!(
+            entries[0].name.as_deref(),
+            Some("/tmp/a dir/lib x.so (deleted)")
+        );
+    }
+
+    #[test]
+    fn reports_the_bad_line() {
+        assert_eq!(parse("1000-2000 r-xp\n"), Err((1, "1000-2000 r-xp".into())));
+    }
+}

@@ -1,0 +1,140 @@
+//! The report: one model built from the collector and the resolved stacks,
+//! rendered as text or JSON. The JSON field names are a contract
+//! (`docs/report.md`): add fields freely, never rename.
+
+mod assemble;
+mod text;
+
+pub use assemble::{ReportInputs, build};
+pub use text::render_text;
+
+use serde::Serialize;
+
+pub const SCHEMA: &str = "mmap-trace/report/v1";
+
+/// Marks an issuer or requester that cannot be named.
+pub const UNKNOWN: &str = "[unknown]";
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Report {
+    pub schema: &'static str,
+    pub version: &'static str,
+    /// The launched command, if any.
+    pub command: Option<Vec<String>>,
+    /// How the launched command ended ("exited with status 0", ...).
+    pub command_status: Option<String>,
+    /// Why tracing stopped.
+    pub stopped_by: String,
+    /// Seconds between the first and last traced event.
+    pub duration_s: f64,
+    /// Which unwinder produced the stacks.
+    pub unwinder: &'static str,
+    pub targets: Vec<Target>,
+    pub events: Events,
+    pub totals: Totals,
+    pub by_issuer: Vec<ObjectRow>,
+    pub by_requester: Vec<ObjectRow>,
+    pub stacks: Vec<StackRow>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Target {
+    pub pid: u32,
+    pub parent_pid: Option<u32>,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub exited: bool,
+    pub live_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Events {
+    pub mmap: u64,
+    pub munmap: u64,
+    pub mremap: u64,
+    pub failed: u64,
+    /// Records lost anywhere between the kernel and the report.
+    pub lost: u64,
+    pub stack_errors: u64,
+    /// Kernel mapping records (perf) lost: some frames may lack objects.
+    pub lost_mapping_records: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Totals {
+    pub mapped_bytes: u64,
+    pub unmapped_bytes: u64,
+    pub live_bytes: u64,
+    pub live_regions: u64,
+    pub unknown_unmapped_bytes: u64,
+    pub preexisting_bytes: u64,
+    pub preexisting_unmapped_bytes: u64,
+}
+
+/// One object's share, as issuer or as requester.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ObjectRow {
+    pub object: String,
+    pub calls: u64,
+    pub mapped_bytes: u64,
+    pub unmapped_bytes: u64,
+    pub live_bytes: u64,
+    pub live_regions: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct StackRow {
+    pub issuer: String,
+    pub requester: String,
+    pub calls: u64,
+    pub mmap_calls: u64,
+    pub munmap_calls: u64,
+    pub mremap_calls: u64,
+    pub failed_calls: u64,
+    pub mapped_bytes: u64,
+    pub unmapped_bytes: u64,
+    pub live_bytes: u64,
+    pub live_regions: u64,
+    pub pids: Vec<u32>,
+    /// Successful calls by length (page-rounded), most frequent first.
+    pub sizes: Vec<SizeRow>,
+    /// The unwinder lost the stack after the last frame shown.
+    pub truncated: bool,
+    /// Innermost first.
+    pub frames: Vec<FrameRow>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct SizeRow {
+    /// "mmap", "munmap" or "mremap" (its new length).
+    pub call: &'static str,
+    pub bytes: u64,
+    pub calls: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct FrameRow {
+    pub addr: u64,
+    pub object: String,
+    pub offset: u64,
+    pub symbol: Option<String>,
+    pub symbol_offset: Option<u64>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub inlined: Vec<InlinedRow>,
+    /// Recovered from the stack pointer (the walk had skipped it).
+    pub recovered: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct InlinedRow {
+    pub symbol: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the report serializes")
+    }
+}

@@ -1,0 +1,284 @@
+//! The event loop: drain the kernel's records into the collector until the
+//! command exits, the targets exit, the duration ends, or a signal arrives.
+
+use std::{
+    os::fd::{AsRawFd as _, OwnedFd},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::Instant,
+};
+
+use crate::{
+    collector::Collector,
+    decode::Event,
+    launch::{self, ExitStatus},
+    modules::{Mapping, ModuleMaps},
+    perf_mmap::{PerfRecord, PerfRing},
+};
+
+/// How often mapping records and process exits are polled.
+const TICK: Duration = Duration::from_millis(20);
+/// How long a launched command gets to exit after being asked to.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// A process whose exit ends the session.
+pub struct Watched {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+pub struct Session {
+    pub events: RingBuf<MapData>,
+    pub perf: Vec<PerfRing>,
+    pub collector: Collector,
+    pub modules: ModuleMaps,
+}
+
+/// Why the session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ending {
+    pub reason: String,
+    /// How the launched command ended, if there was one.
+    pub command_status: Option<ExitStatus>,
+}
+
+/// What ends the session.
+pub struct StopWhen {
+    pub command: Option<Watched>,
+    pub targets: Vec<Watched>,
+    pub duration: Option<Duration>,
+}
+
+impl Session {
+    pub async fn run(&mut self, stop: StopWhen) -> std::io::Result<Ending> {
+        // SAFETY: the ring buffer's descriptor stays open (owned by `self`)
+        // for as long as this registration, which ends with this function.
+        let mut ring = unsafe {
+            AsyncFd::register_with_interest(self.events.as_raw_fd(), tokio::io::Interest::READABLE)?
+        };
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut tick = tokio::time::interval(TICK);
+        let mut stopper = Stopper::new(stop);
+
+        let reason = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    self.drain_events();
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    self.drain_perf();
+                    if let Some(reason) = stopper.check() {
+                        break reason;
+                    }
+                }
+                // Ctrl-C reaches the command too (same process group): give
+                // it a moment to exit on its own before forwarding.
+                _ = interrupt.recv() => stopper.on_signal("SIGINT", libc::SIGINT, true),
+                _ = terminate.recv() => stopper.on_signal("SIGTERM", libc::SIGTERM, false),
+                _ = hangup.recv() => stopper.on_signal("SIGHUP", libc::SIGHUP, false),
+            }
+        };
+        // Every record of an exited process was submitted before it exited.
+        self.drain_events();
+        self.drain_perf();
+        let command_status = match &stopper.stop.command {
+            Some(command) => Some(launch::reap(command.pid)?),
+            None => None,
+        };
+        Ok(Ending {
+            reason,
+            command_status,
+        })
+    }
+
+    /// Decodes every record in the ring buffer into the collector.
+    pub fn drain_events(&mut self) {
+        while let Some(item) = self.events.next() {
+            match Event::try_from(&*item) {
+                Ok(event) => {
+                    match &event {
+                        Event::Fork(e) | Event::Exec(e) => self.modules.claim(e.pid),
+                        _ => {}
+                    }
+                    self.collector.handle(event);
+                }
+                Err(error) => {
+                    log::warn!("dropping a malformed record: {error}");
+                    self.collector.add_lost(1);
+                }
+            }
+        }
+    }
+
+    /// Moves the kernel's mapping records into the module maps.
+    pub fn drain_perf(&mut self) {
+        let modules = &mut self.modules;
+        let mut sink = |record: PerfRecord| match record {
+            PerfRecord::Mmap2 {
+                pid,
+                addr,
+                len,
+                pgoff,
+                inode,
+                name,
+                time_ns,
+            } => modules.on_mmap(
+                pid,
+                Mapping {
+                    start: addr,
+                    end: addr + len,
+                    file_offset: pgoff,
+                    name: Mapping::name_from_kernel(Some(&name)),
+                    inode,
+                    time_ns,
+                },
+            ),
+            PerfRecord::Fork {
+                pid, ppid, time_ns, ..
+            } if pid != ppid => modules.on_fork(pid, ppid, time_ns),
+            PerfRecord::Exec { pid, time_ns } => modules.on_exec(pid, time_ns),
+            PerfRecord::Exit { pid, tid, time_ns } if pid == tid => modules.on_exit(pid, time_ns),
+            PerfRecord::Lost { count } => modules.lost += count,
+            _ => {}
+        };
+        for ring in &mut self.perf {
+            ring.drain(&mut sink);
+        }
+    }
+}
+
+/// Decides when the session ends, and winds a launched command down.
+struct Stopper {
+    stop: StopWhen,
+    deadline: Option<Instant>,
+    stopping: Option<Stopping>,
+}
+
+/// Winding down: why, which signal, and whether/when it was sent.
+struct Stopping {
+    reason: String,
+    signal: i32,
+    sent: bool,
+    since: Instant,
+}
+
+impl Stopper {
+    fn new(stop: StopWhen) -> Self {
+        Stopper {
+            deadline: stop.duration.map(|d| Instant::now() + d),
+            stop,
+            stopping: None,
+        }
+    }
+
+    /// A signal arrived. The first one starts winding down (at once, or
+    /// after a grace period if `deferred`); a second one kills the command.
+    fn on_signal(&mut self, name: &str, signal: i32, deferred: bool) {
+        match &mut self.stopping {
+            None => self.begin(name, signal, deferred),
+            Some(stopping) => {
+                stopping.signal = libc::SIGKILL;
+                if let Some(command) = &self.stop.command {
+                    stopping.send(command.pid);
+                }
+            }
+        }
+    }
+
+    fn begin(&mut self, reason: &str, signal: i32, deferred: bool) {
+        let mut stopping = Stopping {
+            reason: reason.to_owned(),
+            signal,
+            sent: false,
+            since: Instant::now(),
+        };
+        if let (Some(command), false) = (&self.stop.command, deferred) {
+            stopping.send(command.pid);
+        }
+        self.stopping = Some(stopping);
+    }
+
+    /// Called every tick: the reason to stop now, if there is one.
+    fn check(&mut self) -> Option<String> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) && self.stopping.is_none() {
+            self.begin("duration", libc::SIGTERM, false);
+        }
+        match &self.stop.command {
+            Some(command) => {
+                if has_exited(&command.pidfd) {
+                    let reason = self.stopping.as_ref().map(|s| s.reason.clone());
+                    return Some(reason.unwrap_or_else(|| "command exit".to_owned()));
+                }
+                if let Some(stopping) = &mut self.stopping {
+                    stopping.escalate(command.pid);
+                }
+                None
+            }
+            None => {
+                if let Some(stopping) = &self.stopping {
+                    return Some(stopping.reason.clone());
+                }
+                self.stop.targets.retain(|w| !has_exited(&w.pidfd));
+                self.stop
+                    .targets
+                    .is_empty()
+                    .then(|| "target exit".to_owned())
+            }
+        }
+    }
+}
+
+impl Stopping {
+    fn send(&mut self, pid: u32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, self.signal) };
+        self.sent = true;
+        self.since = Instant::now();
+    }
+
+    /// Sends the signal once the grace period is over, then SIGKILL.
+    fn escalate(&mut self, pid: u32) {
+        if self.since.elapsed() < GRACE {
+            return;
+        }
+        if !self.sent {
+            self.send(pid);
+        } else if self.signal != libc::SIGKILL {
+            log::warn!("the command outlived signal {}; killing it", self.signal);
+            self.signal = libc::SIGKILL;
+            self.send(pid);
+        }
+    }
+}
+
+/// Has the process behind `pidfd` exited? (A pidfd polls readable then.)
+pub fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents != 0
+}
+
+/// A pidfd for `pid`; fails if there is no such process.
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel gave us.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}

@@ -1,0 +1,107 @@
+//! File offsets → function, source file and line (with inlined frames),
+//! through blazesym, cached per object and offset.
+
+use std::collections::HashMap;
+
+use blazesym::symbolize::{
+    CodeInfo, Input, Symbolized, Symbolizer,
+    source::{Elf, Source},
+};
+
+/// What we know about one code address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SymbolInfo {
+    /// Demangled function name.
+    pub name: String,
+    /// Offset of the address from the function's start.
+    pub offset: u64,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Functions inlined at this address, outermost first.
+    pub inlined: Vec<InlinedInfo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InlinedInfo {
+    pub name: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+pub struct Symbols {
+    symbolizer: Symbolizer,
+    cache: HashMap<(String, u64), Option<SymbolInfo>>,
+}
+
+impl Default for Symbols {
+    fn default() -> Self {
+        Symbols {
+            symbolizer: Symbolizer::new(),
+            cache: HashMap::new(),
+        }
+    }
+}
+
+impl Symbols {
+    /// Symbolizes `offsets` (file offsets) of the ELF file at `path`; an
+    /// offset that cannot be symbolized yields `None`, never an error.
+    pub fn lookup(&mut self, path: &str, offsets: &[u64]) -> Vec<Option<SymbolInfo>> {
+        let mut missing: Vec<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|&o| !self.cache.contains_key(&(path.to_owned(), o)))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            let source = Source::Elf(Elf::new(path));
+            let results = match self
+                .symbolizer
+                .symbolize(&source, Input::FileOffset(&missing))
+            {
+                Ok(results) => results.into_iter().map(to_info).collect(),
+                Err(error) => {
+                    log::debug!("cannot symbolize {path}: {error}");
+                    vec![None; missing.len()]
+                }
+            };
+            for (offset, info) in missing.into_iter().zip(results) {
+                self.cache.insert((path.to_owned(), offset), info);
+            }
+        }
+        offsets
+            .iter()
+            .map(|&o| self.cache[&(path.to_owned(), o)].clone())
+            .collect()
+    }
+}
+
+fn to_info(symbolized: Symbolized<'_>) -> Option<SymbolInfo> {
+    let sym = symbolized.into_sym()?;
+    let (file, line) = location(sym.code_info.as_deref());
+    Some(SymbolInfo {
+        name: sym.name.into_owned(),
+        offset: sym.offset as u64,
+        file,
+        line,
+        inlined: sym
+            .inlined
+            .iter()
+            .map(|inlined| {
+                let (file, line) = location(inlined.code_info.as_ref());
+                InlinedInfo {
+                    name: inlined.name.to_string(),
+                    file,
+                    line,
+                }
+            })
+            .collect(),
+    })
+}
+
+fn location(info: Option<&CodeInfo<'_>>) -> (Option<String>, Option<u32>) {
+    match info {
+        Some(info) => (Some(info.to_path().display().to_string()), info.line),
+        None => (None, None),
+    }
+}
