@@ -103,6 +103,15 @@ async fn trace(
         tracer.add_target(target.pid)?;
         seed(&mut session, target.pid)?;
     }
+    for target in &targets {
+        let comm =
+            std::fs::read_to_string(format!("/proc/{}/comm", target.pid)).unwrap_or_default();
+        eprintln!(
+            "mmap-trace: tracing pid {} ({}); stop with Ctrl-C",
+            target.pid,
+            comm.trim_end()
+        );
+    }
     let command_argv: Option<Vec<String>> = command.as_ref().map(|_| {
         args.command
             .iter()

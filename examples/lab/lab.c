@@ -1,0 +1,50 @@
+/* The lab: a "registration cache" that takes a region from liblab for each
+ * request and gives it back when done, except that it forgets every fourth
+ * one. Plain libc mmap/munmap traffic runs alongside, in balance.
+ *
+ *   lab [ROUNDS]    (default 64; every 4th round leaks 256 KiB) */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+void *lab_region_get(size_t len);
+int lab_region_put(void *p, size_t len);
+
+#define REGION (256 * 1024)
+#define SCRATCH (64 * 1024)
+
+static __attribute__((noinline)) void *cache_register(void)
+{
+    void *region = lab_region_get(REGION);
+    if (region)
+        memset(region, 1, REGION);
+    return region;
+}
+
+static __attribute__((noinline)) void scratch_work(void)
+{
+    char *scratch = mmap(NULL, SCRATCH, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (scratch == MAP_FAILED)
+        return;
+    memset(scratch, 2, SCRATCH);
+    munmap(scratch, SCRATCH);
+}
+
+int main(int argc, char **argv)
+{
+    int rounds = argc > 1 ? atoi(argv[1]) : 64;
+    int leaked = 0;
+    for (int round = 0; round < rounds; round++) {
+        void *region = cache_register();
+        scratch_work();
+        if (round % 4 == 3)
+            leaked++; /* the bug: this registration is never released */
+        else
+            lab_region_put(region, REGION);
+    }
+    printf("lab: %d rounds; liblab.so leaked %d regions, %d bytes (%d KiB)\n",
+           rounds, leaked, leaked * REGION, leaked * REGION / 1024);
+    return 0;
+}

@@ -1,0 +1,95 @@
+//! Compiles the C fixtures (and the demo lab) with gcc into OUT_DIR/fixtures.
+
+use std::{env, path::PathBuf, process::Command};
+
+/// (output, sources, extra flags). Programs find their libraries via $ORIGIN.
+const FIXTURES: &[(&str, &[&str], &[&str])] = &[
+    ("basic", &["basic.c"], &["-O0", "-fno-omit-frame-pointer"]),
+    ("quick", &["quick.c"], &["-O0", "-fno-omit-frame-pointer"]),
+    ("edge", &["edge.c"], &["-O0", "-fno-omit-frame-pointer"]),
+    ("forker", &["forker.c"], &["-O0", "-fno-omit-frame-pointer"]),
+    ("waiter", &["waiter.c"], &["-O0", "-fno-omit-frame-pointer"]),
+    (
+        "ucx",
+        &["ucx.c"],
+        &["-O0", "-fno-omit-frame-pointer", "-ldl"],
+    ),
+    (
+        "librawsys_fp.so",
+        &["librawsys.c"],
+        &["-O2", "-fno-omit-frame-pointer", "-fPIC", "-shared"],
+    ),
+    (
+        "librawsys_nofp.so",
+        &["librawsys.c"],
+        &["-O2", "-fomit-frame-pointer", "-fPIC", "-shared"],
+    ),
+    (
+        "rawsys_fp",
+        &["rawsys.c"],
+        &[
+            "-O0",
+            "-fno-omit-frame-pointer",
+            "-L@OUT",
+            "-l:librawsys_fp.so",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    ),
+    (
+        "rawsys_nofp",
+        &["rawsys.c"],
+        &[
+            "-O0",
+            "-fno-omit-frame-pointer",
+            "-L@OUT",
+            "-l:librawsys_nofp.so",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    ),
+    (
+        "liblab.so",
+        &["@LAB/liblab.c"],
+        &["-O2", "-fPIC", "-shared"],
+    ),
+    (
+        "lab",
+        &["@LAB/lab.c"],
+        &["-O2", "-L@OUT", "-llab", "-Wl,-rpath,$ORIGIN"],
+    ),
+];
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let fixtures = manifest.join("fixtures");
+    let lab = manifest.join("../examples/lab");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it")).join("fixtures");
+    std::fs::create_dir_all(&out).expect("create the fixtures directory");
+    println!("cargo::rerun-if-changed={}", fixtures.display());
+    println!("cargo::rerun-if-changed={}", lab.display());
+    for (name, sources, flags) in FIXTURES {
+        let source_path = |s: &str| match s.strip_prefix("@LAB/") {
+            Some(file) => lab.join(file),
+            None => fixtures.join(s),
+        };
+        let mut gcc = Command::new("gcc");
+        gcc.arg("-g").arg("-Wall").arg("-o").arg(out.join(name));
+        gcc.args(sources.iter().map(|s| source_path(s)));
+        gcc.args(
+            flags
+                .iter()
+                .map(|f| f.replace("@OUT", &out.display().to_string())),
+        );
+        compile(gcc, name);
+    }
+    println!("cargo::rustc-env=FIXTURES_DIR={}", out.display());
+}
+
+fn compile(mut gcc: Command, name: &str) {
+    match gcc.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!("gcc failed to build fixture {name} ({status}): {gcc:?}"),
+        Err(e) => {
+            panic!("cannot run gcc to build fixture {name} ({e}); `cargo xtask setup` installs it")
+        }
+    }
+}
