@@ -36,6 +36,10 @@ impl Region {
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
 }
 
 /// What one operation did to the ledger.

@@ -112,7 +112,7 @@ pub fn record_json<S: AsRef<OsStr>>(extra: &[&str], command: &[S]) -> (Report, R
     let path = scratch_path("report.json");
     let mut args: Vec<&OsStr> = vec!["record".as_ref(), "--format".as_ref(), "json".as_ref()];
     args.extend(["--output".as_ref(), path.as_os_str()]);
-    args.extend(extra.iter().map(|a| OsStr::new(a)));
+    args.extend(extra.iter().map(OsStr::new));
     args.push("--".as_ref());
     args.extend(command.iter().map(|a| a.as_ref()));
     let mut run = mmap_trace(&args);

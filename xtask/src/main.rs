@@ -1,1 +1,47 @@
-fn main() {}
+//! Project tasks: `cargo xtask <task>`.
+//!
+//! setup  install what building and testing need (idempotent, quick when done)
+//! demo   run mmap-trace on the bundled lab and show its report
+//! test   every test: unit tests and the privileged end-to-end tests (root)
+//! lint   rustfmt and clippy (-D warnings) on the user-space and eBPF crates
+
+mod cmd;
+mod demo;
+mod lint;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <setup|demo|test|lint>
+
+  setup   install the prerequisites: Debian packages (gcc, UCX), the nightly
+          rust-src component and bpf-linker; quick when already present
+  demo    build mmap-trace and the bundled lab, trace the lab, print the report
+  test    run every test, unit and end-to-end (needs root)
+  lint    cargo fmt --check and clippy -D warnings, user-space and eBPF crates";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("demo") => demo::run(&args[1..]),
+        Some("test") => test::run(&args[1..]),
+        Some("lint") => lint::run(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

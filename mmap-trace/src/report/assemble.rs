@@ -85,7 +85,8 @@ pub fn build(inputs: &ReportInputs<'_>) -> Report {
     }
 }
 
-/// Raw stacks that resolve to the same frames become one row.
+/// Raw stacks that resolve to the same frames become one row (they differ
+/// in what the kernel walked beyond them, or in the process they ran in).
 fn merge_stacks(inputs: &ReportInputs<'_>, live: &BTreeMap<StackId, (u64, u64)>) -> Vec<StackRow> {
     type Key = Vec<(Option<String>, u64, bool)>;
     let mut rows: HashMap<Key, (StackRow, BTreeSet<u32>)> = HashMap::new();
@@ -97,7 +98,6 @@ fn merge_stacks(inputs: &ReportInputs<'_>, live: &BTreeMap<StackId, (u64, u64)>)
             .frames
             .iter()
             .map(|f| (f.object.clone(), f.offset, f.recovered))
-            .chain(resolved.truncated.then_some((None, 0, false)))
             .collect();
         let (row, pids) = rows.entry(key).or_insert_with(|| {
             let attribution = &resolved.attribution;
@@ -116,6 +116,8 @@ fn merge_stacks(inputs: &ReportInputs<'_>, live: &BTreeMap<StackId, (u64, u64)>)
             )
         });
         pids.insert(raw.pid);
+        // The same frames, whether or not the walk then went astray.
+        row.truncated |= resolved.truncated;
         row.calls += stats.calls();
         row.mmap_calls += stats.mmap_calls;
         row.munmap_calls += stats.munmap_calls;
