@@ -17,7 +17,7 @@ It needs root (CAP_BPF, CAP_PERFMON).",
     propagate_version = true
 )]
 pub struct Cli {
-    /// More diagnostics on stderr (-v: progress; -vv: debug, including the eBPF side's log).
+    /// More diagnostics on stderr (-v: progress and the eBPF side's log; -vv: debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 

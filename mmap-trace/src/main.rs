@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Record(args) => record::run(args, cli.verbose >= 2),
+        Command::Record(args) => record::run(args, cli.verbose >= 1),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
