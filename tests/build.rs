@@ -47,6 +47,42 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
         ],
     ),
     (
+        "libnofpleaf.so",
+        &["libnofpleaf.c"],
+        &["-O2", "-fomit-frame-pointer", "-fPIC", "-shared"],
+    ),
+    (
+        "nofp",
+        &["nofp.c"],
+        &[
+            "-O2",
+            "-fomit-frame-pointer",
+            "-L@OUT",
+            "-l:libnofpleaf.so",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    ),
+    (
+        "threads",
+        &["threads.c"],
+        &["-O2", "-fomit-frame-pointer", "-pthread"],
+    ),
+    (
+        "libdlo.so",
+        &["libdlo.c"],
+        &["-O2", "-fomit-frame-pointer", "-fPIC", "-shared"],
+    ),
+    (
+        "dlopener",
+        &["dlopener.c"],
+        &["-O2", "-fomit-frame-pointer", "-ldl"],
+    ),
+    (
+        "workload",
+        &["@BENCH/workload.c"],
+        &["-O2", "-fomit-frame-pointer"],
+    ),
+    (
         "liblab.so",
         &["@LAB/liblab.c"],
         &["-O2", "-fPIC", "-shared"],
@@ -62,14 +98,21 @@ fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let fixtures = manifest.join("fixtures");
     let lab = manifest.join("../examples/lab");
+    let bench = manifest.join("../bench");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it")).join("fixtures");
     std::fs::create_dir_all(&out).expect("create the fixtures directory");
     println!("cargo::rerun-if-changed={}", fixtures.display());
     println!("cargo::rerun-if-changed={}", lab.display());
+    println!("cargo::rerun-if-changed={}", bench.display());
     for (name, sources, flags) in FIXTURES {
-        let source_path = |s: &str| match s.strip_prefix("@LAB/") {
-            Some(file) => lab.join(file),
-            None => fixtures.join(s),
+        let source_path = |s: &str| {
+            if let Some(file) = s.strip_prefix("@LAB/") {
+                lab.join(file)
+            } else if let Some(file) = s.strip_prefix("@BENCH/") {
+                bench.join(file)
+            } else {
+                fixtures.join(s)
+            }
         };
         let mut gcc = Command::new("gcc");
         gcc.arg("-g").arg("-Wall").arg("-o").arg(out.join(name));

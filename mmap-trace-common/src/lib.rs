@@ -6,7 +6,7 @@
 //! them field by field with `core::mem::offset_of!` and never transmute.
 #![no_std]
 
-/// Most frames `bpf_get_stack` returns for one user stack.
+/// Most frames in one stack.
 pub const MAX_STACK_FRAMES: usize = 127;
 
 /// `RecordHeader::kind` values.
@@ -32,14 +32,10 @@ pub mod nr {
 pub mod counter {
     /// Records dropped because the ring buffer was full.
     pub const LOST_RECORDS: u32 = 0;
-    /// `bpf_get_stack` failed; the record carries no stack.
+    /// The user stack could not be read at all.
     pub const STACK_ERRORS: u32 = 1;
-    /// A syscall entry could not be saved (the per-thread map was full).
-    pub const LOST_ENTRIES: u32 = 2;
-    /// A syscall exit had no saved entry (tracing began mid-call).
-    pub const UNPAIRED_EXITS: u32 = 3;
     /// Number of counters.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 2;
 }
 
 /// Common prefix of every ring-buffer record.
@@ -57,33 +53,112 @@ pub struct RecordHeader {
     pub time_ns: u64,
 }
 
-/// One traced syscall, written at syscall exit.
+/// One traced syscall, written at syscall exit (`header.time_ns`). The
+/// record is followed by its data: `stack_frames` return addresses, then,
+/// when `unwind` is [`unwind::WINDOW`], `window_bytes` bytes of the user
+/// stack from `resume_sp`: the kernel unwound the first frames and lacked a
+/// rule for the next; user space continues from the `resume_*` registers.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SyscallRecord {
     pub header: RecordHeader,
     /// The syscall number ([`nr`]).
     pub nr: u32,
-    /// Valid entries at the start of `stack`.
-    pub stack_frames: u32,
-    /// Negative errno from `bpf_get_stack`, or 0.
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// Negative errno if the stack could not be read, or 0.
     pub stack_error: i64,
-    /// When the syscall was entered.
-    pub enter_time_ns: u64,
     /// The six syscall arguments, in order.
     pub args: [u64; 6],
     /// The syscall's return value.
     pub ret: i64,
-    /// User registers at syscall entry.
+    /// User registers of the call (the same at entry and exit).
     pub user_ip: u64,
     pub user_sp: u64,
-    pub user_bp: u64,
-    /// The 8 bytes at the user stack pointer at entry: the return address of
-    /// a leaf syscall wrapper (which frame-pointer walking skips), if the
-    /// wrapper pushed nothing. 0 when unreadable. User space validates it.
+    /// The 8 bytes at the user stack pointer: the return address of a leaf
+    /// syscall wrapper (which frame-pointer walking skips), if the wrapper
+    /// pushed nothing. 0 when unreadable. User space validates it.
     pub sp_word: u64,
-    /// User return addresses, innermost first (`frames[0]` is the syscall's ip).
-    pub stack: [u64; MAX_STACK_FRAMES],
+    /// The address space (one per exec image) the call ran in.
+    pub asid: u64,
+    /// How the data was produced ([`unwind`]).
+    pub unwind: u32,
+    /// Return addresses that follow, innermost first (frame 0 is the ip).
+    pub stack_frames: u32,
+    /// Stack bytes that follow the frames (`unwind::WINDOW`).
+    pub window_bytes: u32,
+    pub _reserved: u32,
+    /// `unwind::WINDOW`: registers of the frame the copy starts at (the
+    /// first frame the kernel could not unwind).
+    pub resume_ip: u64,
+    pub resume_sp: u64,
+    pub resume_bp: u64,
+}
+
+/// Most bytes of user stack copied into one record.
+pub const MAX_STACK_WINDOW: usize = 64 * 1024;
+
+/// Most bytes of data (frames, then a stack window) after a [`SyscallRecord`].
+pub const MAX_RECORD_DATA: usize = MAX_STACK_FRAMES * 8 + MAX_STACK_WINDOW;
+
+/// `SyscallRecord::unwind` values.
+pub mod unwind {
+    /// Frame pointers (`bpf_get_stack`).
+    pub const FP: u32 = 1;
+    /// Unwound in the kernel with CFI rules user space learned.
+    pub const KERNEL_DWARF: u32 = 2;
+    /// A rule was missing: the record carries a copy of the stack instead.
+    pub const WINDOW: u32 = 3;
+}
+
+/// `SyscallRecord::flags` bits.
+pub mod flags {
+    /// The kernel stopped before the outermost frame (depth limit, or a
+    /// stack read failed).
+    pub const TRUNCATED: u32 = 1;
+}
+
+/// How to find the caller's frame from a pc, learned by user space from the
+/// object's CFI (`.eh_frame`) and used by the eBPF unwinder. On x86_64 the
+/// return address is always at CFA - 8.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleSlot {
+    /// The address this rule is for (a return address, or frame 0's ip).
+    pub pc: u64,
+    /// The address space it is valid in.
+    pub asid: u64,
+    pub tgid: u32,
+    /// [`rule_kind`].
+    pub kind: u8,
+    /// 1 if the caller's rbp is saved at CFA + `rbp_offset`.
+    pub rbp_saved: u8,
+    pub _reserved: u16,
+    /// CFA = (rsp or rbp) + `cfa_offset`.
+    pub cfa_offset: i32,
+    pub rbp_offset: i32,
+}
+
+pub mod rule_kind {
+    pub const EMPTY: u8 = 0;
+    pub const CFA_RSP: u8 = 1;
+    pub const CFA_RBP: u8 = 2;
+    /// The outermost frame: there is no caller.
+    pub const END: u8 = 3;
+    /// Unwinding cannot go past this pc (no unwind information): stop and
+    /// mark the stack truncated.
+    pub const STOP: u8 = 4;
+}
+
+/// Slots in the direct-mapped rule cache (a power of two).
+pub const RULE_SLOTS: u32 = 1 << 16;
+
+/// The slot a rule lives in. A collision evicts; the eBPF side then misses
+/// and sends a stack copy, and user space puts the rule back.
+#[inline(always)]
+pub fn rule_slot(tgid: u32, asid: u64, pc: u64) -> u32 {
+    let mixed = (pc ^ asid.rotate_left(17) ^ u64::from(tgid)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 48) as u32 & (RULE_SLOTS - 1)
 }
 
 /// A process life-cycle event.
@@ -98,6 +173,12 @@ pub struct ProcessRecord {
     pub comm: [u8; 16],
 }
 
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain integers, no padding (see `layouts_have_no_padding`).
+    unsafe impl aya::Pod for super::RuleSlot {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,11 +189,24 @@ mod tests {
         assert_eq!(size_of::<RecordHeader>(), 24);
         assert_eq!(offset_of!(SyscallRecord, nr), 24);
         assert_eq!(offset_of!(SyscallRecord, stack_error), 32);
-        assert_eq!(offset_of!(SyscallRecord, args), 48);
-        assert_eq!(offset_of!(SyscallRecord, ret), 96);
-        assert_eq!(offset_of!(SyscallRecord, sp_word), 128);
-        assert_eq!(offset_of!(SyscallRecord, stack), 136);
-        assert_eq!(size_of::<SyscallRecord>(), 136 + 8 * MAX_STACK_FRAMES);
+        assert_eq!(offset_of!(SyscallRecord, args), 40);
+        assert_eq!(offset_of!(SyscallRecord, ret), 88);
+        assert_eq!(offset_of!(SyscallRecord, sp_word), 112);
+        assert_eq!(offset_of!(SyscallRecord, asid), 120);
+        assert_eq!(offset_of!(SyscallRecord, window_bytes), 136);
+        assert_eq!(offset_of!(SyscallRecord, resume_ip), 144);
+        assert_eq!(size_of::<SyscallRecord>(), 168);
         assert_eq!(size_of::<ProcessRecord>(), 48);
+        assert_eq!(size_of::<RuleSlot>(), 32);
+    }
+
+    #[test]
+    fn rule_slots_spread_and_stay_in_range() {
+        let a = rule_slot(10, 1, 0x7f00_0000_1234);
+        let b = rule_slot(10, 1, 0x7f00_0000_1235);
+        let c = rule_slot(11, 1, 0x7f00_0000_1234);
+        assert!(a < RULE_SLOTS && b < RULE_SLOTS && c < RULE_SLOTS);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
     }
 }

@@ -1,9 +1,8 @@
 //! mmap-trace's eBPF programs.
 //!
-//! * `mmtrace_enter` / `mmtrace_exit` (raw tracepoints `sys_enter`/`sys_exit`):
-//!   for mmap, munmap and mremap of traced processes, save the arguments at
-//!   entry, and at exit join them with the result and the user stack into one
-//!   ring-buffer record.
+//! * `mmtrace_exit` (raw tracepoint `sys_exit`): for mmap, munmap and mremap
+//!   of traced processes, one ring-buffer record with the arguments, the
+//!   result and the user stack.
 //! * `mmtrace_fork` / `mmtrace_exec` / `mmtrace_pexit` (raw tracepoints
 //!   `sched_process_*`): follow children of traced processes, and report
 //!   exec and exit so user space can end an address space.
@@ -17,6 +16,7 @@ mod maps;
 mod process;
 mod regs;
 mod syscall;
+mod unwind;
 
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -3,21 +3,30 @@
 use aya_ebpf::{
     Global,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use mmap_trace_common::counter;
+use mmap_trace_common::{MAX_RECORD_DATA, RULE_SLOTS, RuleSlot, SyscallRecord, counter};
 
 /// The tracer's own process id: never traced, whatever the maps say.
 #[unsafe(no_mangle)]
 pub static TRACER_TGID: Global<u32> = Global::new(0);
 
-/// Processes to trace (tgid → 1). User space seeds it; forks extend it.
-#[map]
-pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+/// Pending bytes in EVENTS past which a record wakes the reader.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: Global<u32> = Global::new(1 << 20);
 
-/// Syscall arguments saved at entry, by thread id, until the exit.
+/// 0: frame pointers (`bpf_get_stack`); 1: CFI rules, else a stack copy.
+#[unsafe(no_mangle)]
+pub static UNWIND_MODE: Global<u32> = Global::new(0);
+
+/// Bytes of user stack to copy when a rule is missing (≤ MAX_STACK_WINDOW).
+#[unsafe(no_mangle)]
+pub static STACK_BYTES: Global<u32> = Global::new(32 * 1024);
+
+/// Processes to trace: tgid → address-space id (a fresh one per exec).
+/// User space seeds it; forks extend it.
 #[map]
-pub static PENDING: HashMap<u32, Pending> = HashMap::with_max_entries(65536, 0);
+pub static TARGETS: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 
 /// Children forked by traced processes that have not yet been seen running
 /// (task_struct address → origin). A child is promoted into `TARGETS` the
@@ -34,16 +43,23 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-#[derive(Clone, Copy)]
+/// Unwind rules by `rule_slot(tgid, asid, pc)`, written by user space.
+#[map]
+pub static RULES: Array<RuleSlot> = Array::with_max_entries(RULE_SLOTS, 0);
+
+/// Where a record is assembled before it is copied, at its real size, into
+/// EVENTS: one slot per CPU (user space sizes it), too large for the stack
+/// or a per-CPU array.
+#[map]
+pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
+
 #[repr(C)]
-pub struct Pending {
-    pub nr: u64,
-    pub enter_time_ns: u64,
-    pub args: [u64; 6],
-    pub user_ip: u64,
-    pub user_sp: u64,
-    pub user_bp: u64,
-    pub sp_word: u64,
+pub struct Scratch {
+    pub record: SyscallRecord,
+    /// Frames, then stack bytes; the page of slack lets the verifier see
+    /// that a copy of up to a page at any offset below MAX_RECORD_DATA stays
+    /// inside.
+    pub data: [u8; MAX_RECORD_DATA + 4096],
 }
 
 #[derive(Clone, Copy)]

@@ -11,34 +11,33 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use mmap_trace_common::{ProcessRecord, RecordHeader, counter, kind};
 
-use crate::maps::{EVENTS, FORKED, ForkOrigin, PENDING, TARGETS, TRACER_TGID, bump};
+use crate::maps::{EVENTS, FORKED, ForkOrigin, TARGETS, TRACER_TGID, bump};
 
-/// Is `tgid` traced? A child forked by a traced process becomes traced here,
-/// the first time it is seen running, and a FORK record announces it.
+/// The address-space id of `tgid` if it is traced. A child forked by a
+/// traced process becomes traced here, the first time it is seen running,
+/// and a FORK record announces it.
 #[inline(always)]
-pub fn is_traced<C: EbpfContext>(ctx: &C, tgid: u32) -> bool {
+pub fn traced_asid<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<u64> {
     if tgid == TRACER_TGID.load() {
-        return false;
+        return None;
     }
-    // SAFETY: the value is only tested for presence.
-    if unsafe { TARGETS.get(tgid) }.is_some() {
-        return true;
+    // SAFETY: the value is copied out.
+    if let Some(&asid) = unsafe { TARGETS.get(tgid) } {
+        return Some(asid);
     }
     let task = unsafe { bpf_get_current_task() };
     // SAFETY: copied out before removal.
-    let Some(origin) = (unsafe { FORKED.get(task) }).copied() else {
-        return false;
-    };
+    let origin = (unsafe { FORKED.get(task) }).copied()?;
     let _ = FORKED.remove(task);
-    if TARGETS.insert(tgid, 1, 0).is_err() {
-        return false;
-    }
+    // A fork shares its parent's layout but is a new address space.
+    let asid = unsafe { bpf_ktime_get_ns() };
+    TARGETS.insert(tgid, asid, 0).ok()?;
     debug!(
         ctx,
         "mmap-trace: following pid {} (child of {})", tgid, origin.parent_tgid
     );
     emit(kind::FORK, origin.parent_tgid, origin.time_ns);
-    true
+    Some(asid)
 }
 
 fn emit(record_kind: u32, parent_pid: u32, time_ns: u64) {
@@ -64,7 +63,7 @@ fn emit(record_kind: u32, parent_pid: u32, time_ns: u64) {
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn mmtrace_fork(ctx: RawTracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_traced(&ctx, tgid) {
+    if traced_asid(&ctx, tgid).is_none() {
         return 0;
     }
     // New threads land here too; their entry is never looked up (their
@@ -84,8 +83,14 @@ pub fn mmtrace_fork(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn mmtrace_exec(ctx: RawTracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if is_traced(&ctx, tgid) {
-        emit(kind::EXEC, 0, unsafe { bpf_ktime_get_ns() });
+    if traced_asid(&ctx, tgid).is_some() {
+        let now = unsafe { bpf_ktime_get_ns() };
+        // A new image: rules learned for the old one must not apply.
+        if let Some(asid) = TARGETS.get_ptr_mut(tgid) {
+            // SAFETY: the map value of a present key.
+            unsafe { *asid = now };
+        }
+        emit(kind::EXEC, 0, now);
     }
     0
 }
@@ -114,7 +119,6 @@ fn on_exit(group_dead: bool) -> u32 {
     if unsafe { TARGETS.get(tgid) }.is_none() {
         return 0;
     }
-    let _ = PENDING.remove(pid_tgid as u32);
     if group_dead {
         emit(kind::EXIT, 0, unsafe { bpf_ktime_get_ns() });
         let _ = TARGETS.remove(tgid);

@@ -1,22 +1,23 @@
-//! Syscall entry and exit: save arguments, then emit one record per call.
+//! The syscall exit program: one record per traced mmap, munmap or mremap.
 
 use aya_ebpf::{
-    EbpfContext as _,
-    bindings::BPF_F_USER_STACK,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use aya_log_ebpf::warn;
-use mmap_trace_common::{MAX_STACK_FRAMES, RecordHeader, SyscallRecord, counter, kind, nr};
+use mmap_trace_common::{
+    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, flags, kind, nr, unwind,
+};
 
 use crate::{
-    maps::{EVENTS, PENDING, Pending, bump},
-    process::is_traced,
+    maps::{EVENTS, SCRATCH, Scratch, UNWIND_MODE, WAKEUP_BYTES, bump},
+    process::traced_asid,
     regs::PtRegs,
+    unwind::{Unwound, copy_stack_window, unwind_with_rules, walk_frame_pointers},
 };
 
 #[inline(always)]
@@ -24,42 +25,10 @@ fn is_mapping_call(id: u64) -> bool {
     id == nr::MMAP || id == nr::MUNMAP || id == nr::MREMAP
 }
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn mmtrace_enter(ctx: RawTracePointContext) -> u32 {
-    let id: u64 = ctx.arg(1);
-    if !is_mapping_call(id) {
-        return 0;
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced(&ctx, (pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    let regs: *const PtRegs = ctx.arg(0);
-    // SAFETY: the tracepoint passes the task's user register frame.
-    let Ok(regs) = (unsafe { bpf_probe_read_kernel(regs) }) else {
-        return 0;
-    };
-    // SAFETY: a read of user memory; failure is reported as 0.
-    let sp_word = unsafe { bpf_probe_read_user(regs.sp as *const u64) }.unwrap_or(0);
-    let pending = Pending {
-        nr: id,
-        enter_time_ns: unsafe { bpf_ktime_get_ns() },
-        args: regs.syscall_args(),
-        user_ip: regs.ip,
-        user_sp: regs.sp,
-        user_bp: regs.bp,
-        sp_word,
-    };
-    if PENDING.insert(pid_tgid as u32, pending, 0).is_err() {
-        bump(counter::LOST_ENTRIES);
-        warn!(
-            &ctx,
-            "mmap-trace: no room to save syscall entry of tid {}", pid_tgid as u32
-        );
-    }
-    0
-}
-
+/// `sys_exit(regs, ret)`. Everything is read at exit: x86_64 syscalls
+/// preserve every register but rax, rcx and r11, so the saved user
+/// registers still hold the arguments, the stack pointer and the ip. One
+/// program per traced call, no per-thread state.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
     let regs: *const PtRegs = ctx.arg(0);
@@ -71,60 +40,108 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(tid) }).copied() else {
-        if is_traced(&ctx, (pid_tgid >> 32) as u32) {
-            bump(counter::UNPAIRED_EXITS);
-        }
+    let tgid = (pid_tgid >> 32) as u32;
+    let Some(asid) = traced_asid(&ctx, tgid) else {
         return 0;
     };
-    let _ = PENDING.remove(tid);
-    if pending.nr != id {
-        bump(counter::UNPAIRED_EXITS);
+    // SAFETY: as above.
+    let Ok(regs) = (unsafe { bpf_probe_read_kernel(regs) }) else {
         return 0;
-    }
-    let ret: i64 = ctx.arg(1);
+    };
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; programs on one CPU do not interleave here.
+    let scratch: &mut Scratch = unsafe { &mut *scratch };
+    let record = &mut scratch.record;
+    record.header = RecordHeader {
+        kind: kind::SYSCALL,
+        pid: tgid,
+        tid: pid_tgid as u32,
+        _reserved: 0,
+        time_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    record.nr = id as u32;
+    record.flags = 0;
+    record.stack_error = 0;
+    record.args = regs.syscall_args();
+    record.ret = ctx.arg(1);
+    record.user_ip = regs.ip;
+    record.user_sp = regs.sp;
+    record.sp_word = 0;
+    record.asid = asid;
+    record.stack_frames = 0;
+    record.window_bytes = 0;
+    record._reserved = 0;
+    record.resume_ip = 0;
+    record.resume_sp = 0;
+    record.resume_bp = 0;
 
-    let Some(mut entry) = EVENTS.reserve::<SyscallRecord>(0) else {
-        bump(counter::LOST_RECORDS);
-        return 0;
-    };
-    let record = entry.as_mut_ptr();
-    // SAFETY: `record` points to a reserved, writable SyscallRecord; every
-    // field user space reads is written below.
-    unsafe {
-        (*record).header = RecordHeader {
-            kind: kind::SYSCALL,
-            pid: (pid_tgid >> 32) as u32,
-            tid,
-            _reserved: 0,
-            time_ns: bpf_ktime_get_ns(),
-        };
-        (*record).nr = id as u32;
-        (*record).enter_time_ns = pending.enter_time_ns;
-        (*record).args = pending.args;
-        (*record).ret = ret;
-        (*record).user_ip = pending.user_ip;
-        (*record).user_sp = pending.user_sp;
-        (*record).user_bp = pending.user_bp;
-        (*record).sp_word = pending.sp_word;
-        let stack = (*record).stack.as_mut_ptr();
-        let got = bpf_get_stack(
-            ctx.as_ptr(),
-            stack.cast(),
-            (MAX_STACK_FRAMES * 8) as u32,
-            u64::from(BPF_F_USER_STACK),
-        );
-        if got < 0 {
-            (*record).stack_frames = 0;
-            (*record).stack_error = got;
-            bump(counter::STACK_ERRORS);
-        } else {
-            (*record).stack_frames = (got as u32) / 8;
-            (*record).stack_error = 0;
+    let mut wake = false;
+    let data_bytes = if UNWIND_MODE.load() == 0 {
+        record.unwind = unwind::FP;
+        // SAFETY: a read of user memory; failure is reported as 0.
+        record.sp_word = unsafe { bpf_probe_read_user(regs.sp as *const u64) }.unwrap_or(0);
+        let (count, cut) = walk_frame_pointers(&regs, &mut scratch.data);
+        scratch.record.stack_frames = count;
+        if cut {
+            scratch.record.flags |= flags::TRUNCATED;
         }
+        count * 8
+    } else {
+        match unwind_with_rules(tgid, asid, &regs, &mut scratch.data) {
+            Unwound::Frames { count, truncated } => {
+                scratch.record.unwind = unwind::KERNEL_DWARF;
+                scratch.record.stack_frames = count;
+                if truncated {
+                    scratch.record.flags |= flags::TRUNCATED;
+                }
+                count * 8
+            }
+            Unwound::MissingRule { count, ip, sp, bp } => {
+                let copied = copy_stack_window(sp, count, &mut scratch.data);
+                if copied == 0 {
+                    bump(counter::STACK_ERRORS);
+                }
+                let record = &mut scratch.record;
+                record.unwind = unwind::WINDOW;
+                record.stack_frames = count;
+                record.window_bytes = copied;
+                record.resume_ip = ip;
+                record.resume_sp = sp;
+                record.resume_bp = bp;
+                // User space learns the rules this stack needs: the sooner,
+                // the fewer copies follow.
+                wake = true;
+                count * 8 + copied
+            }
+        }
+    };
+    let size = size_of::<SyscallRecord>() + (data_bytes as usize).min(MAX_RECORD_DATA);
+    // SAFETY: `size` is at most the scratch slot's size.
+    let bytes =
+        unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
+    let flags = if wake {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        wakeup_flags()
+    };
+    if EVENTS.output::<[u8]>(bytes, flags).is_err() {
+        bump(counter::LOST_RECORDS);
     }
-    entry.submit(0);
     0
+}
+
+/// Waking the reader for every record costs the traced thread more than the
+/// record itself; the reader polls on a short timer instead, and is woken
+/// only when the ring buffer fills past WAKEUP_BYTES.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    if pending >= u64::from(WAKEUP_BYTES.load()) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }

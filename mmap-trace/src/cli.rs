@@ -4,6 +4,8 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::unwind;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mmap-trace",
@@ -77,6 +79,18 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
 
+    /// How stacks are unwound. auto and dwarf use the objects' call-frame
+    /// information (.eh_frame), so stacks go through code built without frame
+    /// pointers (most distributions' libraries); fp is cheapest and stops there.
+    #[arg(long, value_enum, default_value_t = unwind::Mode::Auto)]
+    pub unwind: unwind::Mode,
+
+    /// With auto/dwarf: how much of the user stack the kernel copies when it
+    /// cannot unwind a stack itself yet (e.g. 32K, 65536; at most 64K). A
+    /// stack deeper than this is cut, and the report says so.
+    #[arg(long, value_name = "BYTES", default_value = "32K", value_parser = parse_stack_bytes)]
+    pub stack_bytes: u32,
+
     /// Size of the kernel-to-user ring buffer in MiB (a power of two). If the
     /// report counts lost records, make it larger.
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = parse_buffer_mib)]
@@ -115,6 +129,26 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("the duration must be positive".into());
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_stack_bytes(text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    let (number, scale) = match text.strip_suffix(['K', 'k']) {
+        Some(kib) => (kib, 1024),
+        None => (text, 1),
+    };
+    let bytes = number
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is not a size like 32K or 16384"))?;
+    let max = mmap_trace_common::MAX_STACK_WINDOW as u32;
+    if !(512..=max).contains(&bytes) {
+        return Err(format!(
+            "the stack copy must be between 512 and {max} bytes"
+        ));
+    }
+    Ok(bytes & !7)
 }
 
 fn parse_buffer_mib(text: &str) -> Result<u32, String> {
@@ -160,5 +194,15 @@ mod tests {
         assert_eq!(args.format, Format::Json);
         assert_eq!(args.buffer_size, 64);
         assert!(Cli::try_parse_from(["mmap-trace", "record", "--buffer-size", "3"]).is_err());
+        assert_eq!(args.unwind, unwind::Mode::Auto);
+        assert_eq!(args.stack_bytes, 32 * 1024);
+    }
+
+    #[test]
+    fn stack_bytes() {
+        assert_eq!(parse_stack_bytes("16K"), Ok(16384));
+        assert_eq!(parse_stack_bytes("4100"), Ok(4096), "whole words");
+        assert!(parse_stack_bytes("128K").is_err());
+        assert!(parse_stack_bytes("abc").is_err());
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    decode::{Call, Event, ProcessEvent, SyscallEvent},
+    decode::{Call, Event, ProcessEvent, StackSource, SyscallEvent},
     ledger::{AddressSpace, Change, Origin, page_round_up},
     stacks::{RawStack, StackId, StackTable},
 };
@@ -148,21 +148,23 @@ impl Collector {
             self.counts.stack_errors += 1;
         }
         let failed = event.failed();
-        let generation = {
-            let process = self.process(event.pid, event.time_ns);
-            if process.exited() {
-                // A late record of a process that already ended: count the
-                // call, but its address space is gone.
-                return;
-            }
-            process.generation
-        };
+        if self.process(event.pid, event.time_ns).exited() {
+            // A late record of a process that already ended: count the
+            // call, but its address space is gone.
+            return;
+        }
         let stack = self.stacks.intern(
             RawStack {
                 pid: event.pid,
-                generation,
+                asid: event.asid,
                 frames: event.stack,
-                sp_word: event.sp_word,
+                // Only frame-pointer stacks need the stack-pointer word.
+                sp_word: match event.source {
+                    StackSource::FramePointers => event.sp_word,
+                    _ => 0,
+                },
+                source: event.source,
+                truncated: event.truncated,
             },
             event.time_ns,
         );
@@ -287,18 +289,7 @@ mod tests {
     use crate::ledger::PAGE_SIZE as P;
 
     fn syscall(pid: u32, call: Call, ret: i64, stack: &[u64]) -> Event {
-        Event::Syscall(SyscallEvent {
-            pid,
-            tid: pid,
-            time_ns: 1,
-            call,
-            ret,
-            user_ip: stack.first().copied().unwrap_or(0),
-            user_sp: 0,
-            sp_word: 0,
-            stack: stack.to_vec(),
-            stack_error: 0,
-        })
+        Event::Syscall(SyscallEvent::for_test(pid, 1, call, ret, stack))
     }
 
     fn mmap(len: u64) -> Call {
@@ -378,9 +369,19 @@ mod tests {
         let mut c = Collector::default();
         c.handle(syscall(7, mmap(P), 0x10000, &[1]));
         c.handle(Event::Exec(process_event(7)));
-        c.handle(syscall(7, mmap(P), 0x10000, &[1]));
+        let Event::Syscall(mut after) = syscall(7, mmap(P), 0x10000, &[1]) else {
+            unreachable!()
+        };
+        after.asid = 2;
+        c.handle(Event::Syscall(after));
         assert_eq!(c.stacks.len(), 2, "same addresses, different images");
         assert_eq!(c.processes().next().unwrap().generation, 1);
+        let (_, _, _, old) = c.stacks.iter().next().unwrap();
+        assert_eq!(
+            old.live_at_exit_bytes, P,
+            "the old image's bytes, live at exec"
+        );
+        assert_eq!(c.processes().next().unwrap().space.live_bytes(), P);
     }
 
     #[test]

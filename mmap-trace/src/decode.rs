@@ -5,7 +5,10 @@
 
 use std::mem::{offset_of, size_of};
 
-use mmap_trace_common::{MAX_STACK_FRAMES, ProcessRecord, RecordHeader, SyscallRecord, kind, nr};
+use mmap_trace_common::{
+    MAX_STACK_FRAMES, MAX_STACK_WINDOW, ProcessRecord, RecordHeader, SyscallRecord, flags, kind,
+    nr, unwind,
+};
 
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,10 +31,39 @@ pub struct SyscallEvent {
     pub user_ip: u64,
     pub user_sp: u64,
     pub sp_word: u64,
-    /// Return addresses, innermost first.
+    /// The address space (exec image) the call ran in.
+    pub asid: u64,
+    /// How `stack` was produced.
+    pub source: StackSource,
+    /// The ip, then return addresses, innermost first.
     pub stack: Vec<u64>,
+    /// The unwinder stopped before the outermost frame.
+    pub truncated: bool,
+    /// With `StackSource::Window`: the registers of the frame after the
+    /// last one in `stack`, and the user stack from its sp.
+    pub resume: Resume,
+    pub window: Vec<u8>,
     /// Negative errno when the kernel could not walk the stack.
     pub stack_error: i64,
+}
+
+/// Where user space takes over unwinding from the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// Who produced a stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StackSource {
+    /// The kernel's frame-pointer walk.
+    FramePointers,
+    /// CFI rules, in the kernel or (from a window) in user space.
+    Dwarf,
+    /// Not unwound yet: the record carries a copy of the stack.
+    Window,
 }
 
 /// The call and its arguments.
@@ -69,6 +101,28 @@ impl Call {
 }
 
 impl SyscallEvent {
+    /// A frame-pointer event with the given stack (unit tests elsewhere).
+    #[cfg(test)]
+    pub(crate) fn for_test(pid: u32, time_ns: u64, call: Call, ret: i64, stack: &[u64]) -> Self {
+        SyscallEvent {
+            pid,
+            tid: pid,
+            time_ns,
+            call,
+            ret,
+            user_ip: stack.first().copied().unwrap_or(0),
+            user_sp: 0,
+            sp_word: 0,
+            asid: 1,
+            source: StackSource::FramePointers,
+            stack: stack.to_vec(),
+            truncated: false,
+            resume: Resume::default(),
+            window: Vec::new(),
+            stack_error: 0,
+        }
+    }
+
     /// Did the call fail (MAP_FAILED / -errno)?
     pub fn failed(&self) -> bool {
         (-4095..0).contains(&self.ret)
@@ -102,6 +156,10 @@ pub enum DecodeError {
     UnknownSyscall(u32),
     #[error("stack of {0} frames exceeds the maximum")]
     BadStackLength(u32),
+    #[error("stack window of {0} bytes exceeds the maximum")]
+    BadWindowLength(u32),
+    #[error("unknown unwinder {0}")]
+    UnknownUnwinder(u32),
 }
 
 impl TryFrom<&[u8]> for Event {
@@ -163,13 +221,26 @@ fn header(fields: Fields<'_>) -> (u32, u32, u64) {
 }
 
 fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
-    let stack_at = offset_of!(SyscallRecord, stack);
-    fields.require(kind::SYSCALL, stack_at)?;
+    let data_at = size_of::<SyscallRecord>();
+    fields.require(kind::SYSCALL, data_at)?;
     let frames = fields.u32(offset_of!(SyscallRecord, stack_frames));
     if frames as usize > MAX_STACK_FRAMES {
         return Err(DecodeError::BadStackLength(frames));
     }
-    fields.require(kind::SYSCALL, stack_at + 8 * frames as usize)?;
+    let window_bytes = fields.u32(offset_of!(SyscallRecord, window_bytes));
+    if window_bytes as usize > MAX_STACK_WINDOW {
+        return Err(DecodeError::BadWindowLength(window_bytes));
+    }
+    let source = match fields.u32(offset_of!(SyscallRecord, unwind)) {
+        unwind::FP => StackSource::FramePointers,
+        unwind::KERNEL_DWARF => StackSource::Dwarf,
+        unwind::WINDOW => StackSource::Window,
+        other => return Err(DecodeError::UnknownUnwinder(other)),
+    };
+    fields.require(
+        kind::SYSCALL,
+        data_at + 8 * frames as usize + window_bytes as usize,
+    )?;
     let (pid, tid, time_ns) = header(fields);
     let arg = |i: usize| fields.u64(offset_of!(SyscallRecord, args) + 8 * i);
     let number = fields.u32(offset_of!(SyscallRecord, nr));
@@ -196,8 +267,9 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
         _ => return Err(DecodeError::UnknownSyscall(number)),
     };
     let stack = (0..frames as usize)
-        .map(|i| fields.u64(stack_at + 8 * i))
+        .map(|i| fields.u64(data_at + 8 * i))
         .collect();
+    let window_at = data_at + 8 * frames as usize;
     Ok(SyscallEvent {
         pid,
         tid,
@@ -207,7 +279,16 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
         user_ip: fields.u64(offset_of!(SyscallRecord, user_ip)),
         user_sp: fields.u64(offset_of!(SyscallRecord, user_sp)),
         sp_word: fields.u64(offset_of!(SyscallRecord, sp_word)),
+        asid: fields.u64(offset_of!(SyscallRecord, asid)),
+        source,
         stack,
+        truncated: fields.u32(offset_of!(SyscallRecord, flags)) & flags::TRUNCATED != 0,
+        resume: Resume {
+            ip: fields.u64(offset_of!(SyscallRecord, resume_ip)),
+            sp: fields.u64(offset_of!(SyscallRecord, resume_sp)),
+            bp: fields.u64(offset_of!(SyscallRecord, resume_bp)),
+        },
+        window: fields.0[window_at..window_at + window_bytes as usize].to_vec(),
         stack_error: fields.i64(offset_of!(SyscallRecord, stack_error)),
     })
 }
@@ -240,7 +321,7 @@ pub(crate) mod tests {
         ret: i64,
         stack: &[u64],
     ) -> Vec<u8> {
-        let mut bytes = vec![0u8; size_of::<SyscallRecord>()];
+        let mut bytes = vec![0u8; size_of::<SyscallRecord>() + 8 * stack.len()];
         let mut put = |at: usize, value: &[u8]| bytes[at..at + value.len()].copy_from_slice(value);
         put(offset_of!(RecordHeader, kind), &header.kind.to_ne_bytes());
         put(offset_of!(RecordHeader, pid), &header.pid.to_ne_bytes());
@@ -265,11 +346,9 @@ pub(crate) mod tests {
         }
         put(offset_of!(SyscallRecord, ret), &ret.to_ne_bytes());
         put(offset_of!(SyscallRecord, sp_word), &0x1234u64.to_ne_bytes());
+        put(offset_of!(SyscallRecord, unwind), &unwind::FP.to_ne_bytes());
         for (i, frame) in stack.iter().enumerate() {
-            put(
-                offset_of!(SyscallRecord, stack) + 8 * i,
-                &frame.to_ne_bytes(),
-            );
+            put(size_of::<SyscallRecord>() + 8 * i, &frame.to_ne_bytes());
         }
         bytes
     }
@@ -312,7 +391,27 @@ pub(crate) mod tests {
         assert_eq!(event.ret, 0x7f00_0000_0000);
         assert_eq!(event.stack, vec![0x401000, 0x402000]);
         assert_eq!(event.sp_word, 0x1234);
+        assert_eq!(event.source, StackSource::FramePointers);
+        assert!(event.window.is_empty());
         assert!(!event.failed());
+    }
+
+    #[test]
+    fn decodes_a_stack_window() {
+        let mut bytes = encode_syscall(header(kind::SYSCALL), nr::MUNMAP, [0; 6], 0, &[]);
+        bytes[offset_of!(SyscallRecord, unwind)..][..4]
+            .copy_from_slice(&unwind::WINDOW.to_ne_bytes());
+        bytes[offset_of!(SyscallRecord, window_bytes)..][..4].copy_from_slice(&16u32.to_ne_bytes());
+        bytes.extend_from_slice(&[7; 16]);
+        let Event::Syscall(event) = Event::try_from(bytes.as_slice()).unwrap() else {
+            panic!("not a syscall")
+        };
+        assert_eq!(event.source, StackSource::Window);
+        assert_eq!(event.window, vec![7; 16]);
+        assert!(matches!(
+            Event::try_from(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -345,7 +444,7 @@ pub(crate) mod tests {
             Err(DecodeError::UnknownKind(99))
         );
         let bytes = encode_syscall(header(kind::SYSCALL), nr::MMAP, [0; 6], 0, &[1, 2, 3]);
-        let cut = offset_of!(SyscallRecord, stack) + 8;
+        let cut = size_of::<SyscallRecord>() + 8;
         assert!(matches!(
             Event::try_from(&bytes[..cut]),
             Err(DecodeError::Truncated { .. })

@@ -27,3 +27,4 @@ pub mod resolve;
 pub mod session;
 pub mod stacks;
 pub mod symbolize;
+pub mod unwind;

@@ -6,19 +6,18 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::RawTracePoint,
 };
-use mmap_trace_common::counter;
+use mmap_trace_common::{RuleSlot, counter};
 
-use crate::error::TraceError;
+use crate::{error::TraceError, unwind};
 
 /// The eBPF object built by build.rs.
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mmap-trace-ebpf"));
 
 /// Program names: the BPF object names `bpftool prog` shows.
-pub const PROGRAM_NAMES: [&str; 6] = [
-    "mmtrace_enter",
+pub const PROGRAM_NAMES: [&str; 5] = [
     "mmtrace_exit",
     "mmtrace_fork",
     "mmtrace_exec",
@@ -26,37 +25,56 @@ pub const PROGRAM_NAMES: [&str; 6] = [
     "mmtrace_pexit_old",
 ];
 
+/// How to load the programs.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// Size of the ring buffer (a power of two, in bytes).
+    pub ring_bytes: u32,
+    pub unwind: unwind::Mode,
+    /// Stack bytes copied for user-space unwinding.
+    pub stack_bytes: u32,
+    /// Forward the eBPF side's log.
+    pub verbose: bool,
+}
+
 /// Loss and error counters summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelCounters {
     pub lost_records: u64,
     pub stack_errors: u64,
-    pub lost_entries: u64,
-    pub unpaired_exits: u64,
 }
 
 pub struct Tracer {
     ebpf: Ebpf,
-    targets: HashMap<MapData, u32, u8>,
+    targets: HashMap<MapData, u32, u64>,
     counters: PerCpuArray<MapData, u64>,
 }
 
 impl Tracer {
     /// Loads the programs with a ring buffer of `ring_bytes` and attaches
     /// them. Nothing is traced until [`Tracer::add_target`].
-    pub fn load(ring_bytes: u32, verbose: bool) -> Result<Self, TraceError> {
+    pub fn load(config: Config) -> Result<Self, TraceError> {
         raise_memlock_limit();
         let own_pid = std::process::id();
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(path, e)| TraceError::Load(format!("reading {path}: {e}")))?;
+        let unwind_mode: u32 = match config.unwind {
+            unwind::Mode::Fp => 0,
+            unwind::Mode::Dwarf | unwind::Mode::Auto => 1,
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("TRACER_TGID", &own_pid, true)
-            .map_max_entries("EVENTS", ring_bytes)
+            .override_global("WAKEUP_BYTES", &(config.ring_bytes / 8), true)
+            .override_global("UNWIND_MODE", &unwind_mode, true)
+            .override_global("STACK_BYTES", &config.stack_bytes, true)
+            .map_max_entries("EVENTS", config.ring_bytes)
+            .map_max_entries("SCRATCH", cpus as u32)
             .load(PROGRAMS)
             .map_err(TraceError::load)?;
-        if verbose {
+        if config.verbose {
             start_ebpf_logger(&mut ebpf);
         }
         for (program, tracepoint) in [
-            ("mmtrace_enter", "sys_enter"),
             ("mmtrace_exit", "sys_exit"),
             ("mmtrace_fork", "sched_process_fork"),
             ("mmtrace_exec", "sched_process_exec"),
@@ -86,11 +104,20 @@ impl Tracer {
             .map_err(|e| TraceError::Map("EVENTS", e.to_string()))
     }
 
+    /// The eBPF unwinder's rule cache (taken once, by the session).
+    pub fn take_rules(&mut self) -> Result<Array<MapData, RuleSlot>, TraceError> {
+        Array::try_from(take_map(&mut self.ebpf, "RULES")?)
+            .map_err(|e| TraceError::Map("RULES", e.to_string()))
+    }
+
     /// Starts tracing `pid` (and the children it forks from now on).
-    pub fn add_target(&mut self, pid: u32) -> Result<(), TraceError> {
+    /// Returns its address-space id, which its records carry.
+    pub fn add_target(&mut self, pid: u32) -> Result<u64, TraceError> {
+        let asid = monotonic_ns();
         self.targets
-            .insert(pid, 1, 0)
-            .map_err(|e| TraceError::Map("TARGETS", e.to_string()))
+            .insert(pid, asid, 0)
+            .map_err(|e| TraceError::Map("TARGETS", e.to_string()))?;
+        Ok(asid)
     }
 
     pub fn counters(&self) -> KernelCounters {
@@ -103,8 +130,6 @@ impl Tracer {
         KernelCounters {
             lost_records: sum(counter::LOST_RECORDS),
             stack_errors: sum(counter::STACK_ERRORS),
-            lost_entries: sum(counter::LOST_ENTRIES),
-            unpaired_exits: sum(counter::UNPAIRED_EXITS),
         }
     }
 }
@@ -149,6 +174,17 @@ fn start_ebpf_logger(ebpf: &mut Ebpf) {
         }
         Err(e) => log::warn!("eBPF logger unavailable: {e}"),
     }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock the eBPF side stamps with.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.

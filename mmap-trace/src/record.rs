@@ -13,13 +13,14 @@ use crate::{
     cli::{Format, RecordArgs},
     collector::Collector,
     launch::{self, LaunchError},
-    loader::Tracer,
+    loader::{self, Tracer},
     modules::ModuleMaps,
     perf_mmap::PerfRing,
     privileges, procmaps,
     report::{self, ReportInputs},
     resolve,
-    session::{self, Session, StopWhen, Watched},
+    session::{self, RulesMap, Session, StopWhen, Watched},
+    unwind::{self, copies::CopyUnwinder},
 };
 
 /// Exit code when mmap-trace itself fails.
@@ -90,12 +91,22 @@ async fn trace(
     targets: Vec<Watched>,
     verbose: bool,
 ) -> Result<Traced, Failure> {
-    let mut tracer = Tracer::load(args.buffer_size << 20, verbose)?;
+    let mut tracer = Tracer::load(loader::Config {
+        ring_bytes: args.buffer_size << 20,
+        unwind: args.unwind,
+        stack_bytes: args.stack_bytes,
+        verbose,
+    })?;
+    let unwinder = match args.unwind {
+        unwind::Mode::Fp => None,
+        mode => Some(CopyUnwinder::new(mode, RulesMap(tracer.take_rules()?))),
+    };
     let mut session = Session {
         events: tracer.take_events()?,
         perf: open_perf_rings()?,
         collector: Collector::default(),
         modules: ModuleMaps::default(),
+        unwinder,
     };
     for target in &targets {
         // Trace first, then read the maps: a mapping made in between is
@@ -161,7 +172,12 @@ async fn trace(
         command: command_argv,
         command_status: ending.command_status.map(|s| s.to_string()),
         stopped_by: ending.reason,
-        unwinder: "fp",
+        unwinder: args.unwind.name(),
+        unwinding: session
+            .unwinder
+            .as_ref()
+            .map(|u| u.counts)
+            .unwrap_or_default(),
     });
     Ok(Traced {
         report,

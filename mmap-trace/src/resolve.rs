@@ -12,6 +12,7 @@ use std::{collections::HashMap, fs::File, os::unix::fs::FileExt as _};
 use crate::{
     attribute::{Attribution, FrameObject, Rules},
     callsite,
+    decode::StackSource,
     modules::ModuleMaps,
     stacks::{RawStack, StackId, StackTable},
     symbolize::{SymbolInfo, Symbols},
@@ -35,6 +36,7 @@ pub struct Frame {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedStack {
     pub frames: Vec<Frame>,
+    pub source: StackSource,
     /// The walk went astray (a "return address" in no executable mapping)
     /// and the frames from there on were dropped.
     pub truncated: bool,
@@ -54,13 +56,15 @@ pub fn resolve_all(
         .collect();
     let truncated: Vec<bool> = placed
         .iter_mut()
-        .map(|(_, frames)| drop_astray_frames(frames))
+        .zip(table.iter())
+        .map(|((_, frames), (_, raw, _, _))| drop_astray_frames(frames) || raw.truncated)
         .collect();
     symbolize(&mut placed);
     placed
         .into_iter()
         .zip(truncated)
-        .map(|((id, frames), truncated)| {
+        .zip(table.iter().map(|(_, raw, _, _)| raw.source))
+        .map(|(((id, frames), truncated), source)| {
             let objects: Vec<FrameObject<'_>> = frames
                 .iter()
                 .map(|f| match &f.object {
@@ -73,6 +77,7 @@ pub fn resolve_all(
                 id,
                 ResolvedStack {
                     frames,
+                    source,
                     truncated,
                     attribution,
                 },
@@ -94,7 +99,9 @@ fn place(raw: &RawStack, time_ns: u64, modules: &ModuleMaps, code: &mut CodeFile
         }
     };
     let mut frames: Vec<Frame> = raw.frames.iter().map(|&addr| frame(addr, false)).collect();
-    if let Some(recovered) = recover_caller(raw, time_ns, modules, code) {
+    if raw.source == StackSource::FramePointers
+        && let Some(recovered) = recover_caller(raw, time_ns, modules, code)
+    {
         frames.insert(1, frame(recovered, true));
     }
     frames
@@ -104,6 +111,8 @@ fn place(raw: &RawStack, time_ns: u64, modules: &ModuleMaps, code: &mut CodeFile
 /// return addresses. Code is always mapped executable (JIT code too, as
 /// anonymous executable memory), so the first "return address" outside every
 /// executable mapping ends the real stack. Returns whether frames were cut.
+/// (CFI walks never go astray like this, but a mapping record lost on the
+/// way would leave a frame without an object; it is cut the same way.)
 fn drop_astray_frames(frames: &mut Vec<Frame>) -> bool {
     match frames.iter().position(|f| f.object.is_none()) {
         Some(at) => {

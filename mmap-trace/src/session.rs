@@ -6,7 +6,8 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
+use mmap_trace_common::RuleSlot;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -15,14 +16,16 @@ use tokio::{
 
 use crate::{
     collector::Collector,
-    decode::Event,
+    decode::{Event, StackSource, SyscallEvent},
     launch::{self, ExitStatus},
     modules::{Mapping, ModuleMaps},
     perf_mmap::{PerfRecord, PerfRing},
+    unwind::{copies::CopyUnwinder, learn::SlotWriter},
 };
 
-/// How often mapping records and process exits are polled.
-const TICK: Duration = Duration::from_millis(20);
+/// How often the ring buffers and process exits are polled. The eBPF side
+/// wakes the reader only when its ring buffer fills past an eighth.
+const TICK: Duration = Duration::from_millis(10);
 /// How long a launched command gets to exit after being asked to.
 const GRACE: Duration = Duration::from_secs(3);
 
@@ -37,6 +40,19 @@ pub struct Session {
     pub perf: Vec<PerfRing>,
     pub collector: Collector,
     pub modules: ModuleMaps,
+    /// Unwinds stack copies and teaches the kernel (CFI modes only).
+    pub unwinder: Option<CopyUnwinder<RulesMap>>,
+}
+
+/// The eBPF rule cache, written through the bpf syscall.
+pub struct RulesMap(pub Array<MapData, RuleSlot>);
+
+impl SlotWriter for RulesMap {
+    fn write(&mut self, index: u32, slot: RuleSlot) {
+        if let Err(error) = self.0.set(index, slot, 0) {
+            log::debug!("cannot write unwind rule {index}: {error}");
+        }
+    }
 }
 
 /// Why the session ended.
@@ -75,6 +91,7 @@ impl Session {
                     guard.clear_ready();
                 }
                 _ = tick.tick() => {
+                    self.drain_events();
                     self.drain_perf();
                     if let Some(reason) = stopper.check() {
                         break reason;
@@ -102,12 +119,17 @@ impl Session {
 
     /// Decodes every record in the ring buffer into the collector.
     pub fn drain_events(&mut self) {
-        while let Some(item) = self.events.next() {
-            match Event::try_from(&*item) {
-                Ok(event) => {
-                    match &event {
+        loop {
+            let decoded = match self.events.next() {
+                Some(item) => Event::try_from(&*item),
+                None => break,
+            };
+            match decoded {
+                Ok(mut event) => {
+                    match &mut event {
                         Event::Fork(e) | Event::Exec(e) => self.modules.claim(e.pid),
-                        _ => {}
+                        Event::Syscall(call) => self.unwind(call),
+                        Event::Exit(_) => {}
                     }
                     self.collector.handle(event);
                 }
@@ -116,6 +138,20 @@ impl Session {
                     self.collector.add_lost(1);
                 }
             }
+        }
+    }
+
+    fn unwind(&mut self, call: &mut SyscallEvent) {
+        if self.unwinder.is_none() {
+            return;
+        }
+        if call.source == StackSource::Window {
+            // The code's mapping records were written before the call ran;
+            // make sure they are read before its stack is placed.
+            self.drain_perf();
+        }
+        if let Some(unwinder) = &mut self.unwinder {
+            unwinder.unwind(call, &self.modules);
         }
     }
 

@@ -2,20 +2,25 @@
 
 use std::collections::HashMap;
 
+use crate::decode::StackSource;
+
 /// Index of an interned raw stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackId(pub u32);
 
-/// A stack as the kernel captured it, in one address space.
+/// A stack as captured, in one address space.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RawStack {
     pub pid: u32,
-    /// Which image of `pid` (incremented at each exec).
-    pub generation: u32,
-    /// Return addresses, innermost first.
+    /// The address space (exec image) it ran in.
+    pub asid: u64,
+    /// The ip, then return addresses, innermost first.
     pub frames: Vec<u64>,
-    /// The word at the stack pointer at syscall entry (see `resolve`).
+    /// The word at the stack pointer (frame-pointer stacks; see `resolve`).
     pub sp_word: u64,
+    pub source: StackSource,
+    /// The unwinder stopped before the outermost frame.
+    pub truncated: bool,
 }
 
 /// What the calls made through one stack did.
@@ -122,9 +127,11 @@ mod tests {
         let mut table = StackTable::default();
         let stack = RawStack {
             pid: 1,
-            generation: 0,
+            asid: 0,
             frames: vec![1, 2, 3],
             sp_word: 0,
+            source: StackSource::FramePointers,
+            truncated: false,
         };
         let a = table.intern(stack.clone(), 10);
         let b = table.intern(stack.clone(), 20);

@@ -49,13 +49,13 @@ fn mmap_and_munmap_from_main_are_counted_with_named_frames() {
     assert_nothing_attached();
 }
 
-/// Issue: frame-pointer walks skip the caller of libc's `syscall()`; the
-/// word at the stack pointer recovers it.
+/// Frame-pointer walks skip the caller of libc's `syscall()`; the word at
+/// the stack pointer recovers it.
 #[test]
 fn raw_syscall_in_a_library_is_issued_by_that_library() {
     let _serial = serial();
     require_root();
-    let (report, _) = record_json(&[], &[fixture("rawsys_fp")]);
+    let (report, _) = record_json(&["--unwind", "fp"], &[fixture("rawsys_fp")]);
     let row = report
         .object_row("by_issuer", "librawsys_fp.so")
         .expect("issuer row");
@@ -83,7 +83,10 @@ fn raw_syscall_in_a_library_is_issued_by_that_library() {
 
     // Declared an interposer, the library passes the request on: the
     // program asked for these bytes.
-    let (report, _) = record_json(&["--interposer", "librawsys_fp"], &[fixture("rawsys_fp")]);
+    let (report, _) = record_json(
+        &["--unwind", "fp", "--interposer", "librawsys_fp"],
+        &[fixture("rawsys_fp")],
+    );
     let requester = report
         .object_row("by_requester", "rawsys_fp")
         .expect("requester row");

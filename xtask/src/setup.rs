@@ -9,10 +9,14 @@ use anyhow::{Context as _, bail};
 use crate::cmd::{self, command, probe, run as run_cmd};
 
 /// Debian packages: the C compiler for fixtures, Debian's UCX for the UCX
-/// tests, setpriv (util-linux) for the unprivileged test.
+/// tests, setpriv (util-linux) for the unprivileged test, glibc's debug
+/// symbols so tests can name its internal functions (`__libc_start_call_main`),
+/// gdb to check our stacks against its backtraces.
 const PACKAGES: &[&str] = &[
     "gcc",
+    "gdb",
     "libc6-dev",
+    "libc6-dbg",
     "libucx0",
     "libucx-dev",
     "ucx-utils",

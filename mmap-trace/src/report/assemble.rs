@@ -4,14 +4,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     Events, FrameRow, InlinedRow, ObjectRow, Report, SCHEMA, SizeRow, StackRow, Target, Totals,
-    UNKNOWN,
+    UNKNOWN, Unwinding,
 };
 use crate::{
     collector::Collector,
+    decode::StackSource,
     loader::KernelCounters,
     modules::ModuleMaps,
     resolve::{Frame, ResolvedStack},
     stacks::StackId,
+    unwind::copies::UnwindCounts,
 };
 
 pub struct ReportInputs<'a> {
@@ -23,6 +25,7 @@ pub struct ReportInputs<'a> {
     pub command_status: Option<String>,
     pub stopped_by: String,
     pub unwinder: &'static str,
+    pub unwinding: UnwindCounts,
 }
 
 pub fn build(inputs: &ReportInputs<'_>) -> Report {
@@ -66,9 +69,14 @@ pub fn build(inputs: &ReportInputs<'_>) -> Report {
             munmap: counts.munmap,
             mremap: counts.mremap,
             failed: counts.failed,
-            lost: counts.lost + inputs.kernel.lost_records + inputs.kernel.lost_entries,
+            lost: counts.lost + inputs.kernel.lost_records,
             stack_errors: inputs.kernel.stack_errors.max(counts.stack_errors),
             lost_mapping_records: inputs.modules.lost,
+        },
+        unwinding: Unwinding {
+            in_kernel: inputs.unwinding.in_kernel,
+            from_copies: inputs.unwinding.from_copies,
+            rules_taught: inputs.unwinding.rules_taught,
         },
         totals: Totals {
             mapped_bytes: bytes.mapped,
@@ -98,6 +106,7 @@ fn merge_stacks(inputs: &ReportInputs<'_>, live: &BTreeMap<StackId, (u64, u64)>)
             .frames
             .iter()
             .map(|f| (f.object.clone(), f.offset, f.recovered))
+            .chain(std::iter::once((None, resolved.source as u64, false)))
             .collect();
         let (row, pids) = rows.entry(key).or_insert_with(|| {
             let attribution = &resolved.attribution;
@@ -109,6 +118,10 @@ fn merge_stacks(inputs: &ReportInputs<'_>, live: &BTreeMap<StackId, (u64, u64)>)
                         .clone()
                         .unwrap_or_else(|| UNKNOWN.into()),
                     frames: resolved.frames.iter().map(frame_row).collect(),
+                    unwinder: match resolved.source {
+                        StackSource::FramePointers => "fp",
+                        _ => "dwarf",
+                    },
                     truncated: resolved.truncated,
                     ..Default::default()
                 },
@@ -252,18 +265,9 @@ mod tests {
         }
         let mut collector = Collector::default();
         let mut call = |call: Call, ret: i64, stack: &[u64]| {
-            collector.handle(Event::Syscall(SyscallEvent {
-                pid: 7,
-                tid: 7,
-                time_ns: 10,
-                call,
-                ret,
-                user_ip: stack[0],
-                user_sp: 0,
-                sp_word: 0,
-                stack: stack.to_vec(),
-                stack_error: 0,
-            }))
+            collector.handle(Event::Syscall(SyscallEvent::for_test(
+                7, 10, call, ret, stack,
+            )))
         };
         let mmap = |len| Call::Mmap {
             addr: 0,
@@ -301,6 +305,7 @@ mod tests {
             command_status: None,
             stopped_by: "test".into(),
             unwinder: "fp",
+            unwinding: UnwindCounts::default(),
         });
         assert_eq!(report.totals.mapped_bytes, 5 * P);
         assert_eq!(report.totals.unmapped_bytes, 2 * P);

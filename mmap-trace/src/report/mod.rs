@@ -27,10 +27,13 @@ pub struct Report {
     pub stopped_by: String,
     /// Seconds between the first and last traced event.
     pub duration_s: f64,
-    /// Which unwinder produced the stacks.
+    /// The `--unwind` mode: "fp", "dwarf" or "auto".
     pub unwinder: &'static str,
     pub targets: Vec<Target>,
     pub events: Events,
+    /// How many stacks the kernel unwound itself, and how many user space
+    /// unwound from stack copies (auto/dwarf).
+    pub unwinding: Unwinding,
     pub totals: Totals,
     pub by_issuer: Vec<ObjectRow>,
     pub by_requester: Vec<ObjectRow>,
@@ -58,6 +61,14 @@ pub struct Events {
     pub stack_errors: u64,
     /// Kernel mapping records (perf) lost: some frames may lack objects.
     pub lost_mapping_records: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Unwinding {
+    pub in_kernel: u64,
+    pub from_copies: u64,
+    /// Unwind rules user space taught the kernel.
+    pub rules_taught: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -98,6 +109,8 @@ pub struct StackRow {
     pub pids: Vec<u32>,
     /// Successful calls by length (page-rounded), most frequent first.
     pub sizes: Vec<SizeRow>,
+    /// "fp" (frame pointers) or "dwarf" (call-frame information).
+    pub unwinder: &'static str,
     /// The unwinder lost the stack after the last frame shown.
     pub truncated: bool,
     /// Innermost first.

@@ -28,7 +28,7 @@ fn header(out: &mut String, report: &Report) {
     let processes = report.targets.len();
     let _ = writeln!(
         out,
-        "mmap-trace report: {processes} process{}, {:.3} s of events, {} stacks; stopped by {}",
+        "mmap-trace report: {processes} process{}, {:.3} s of events, {}; stopped by {}",
         if processes == 1 { "" } else { "es" },
         report.duration_s,
         unwinder_name(report.unwinder),
@@ -45,7 +45,9 @@ fn header(out: &mut String, report: &Report) {
 
 fn unwinder_name(unwinder: &str) -> &str {
     match unwinder {
-        "fp" => "frame-pointer",
+        "fp" => "frame-pointer stacks",
+        "dwarf" => "CFI (DWARF) stacks",
+        "auto" => "CFI stacks, frame pointers where there is no CFI",
         other => other,
     }
 }
@@ -88,6 +90,14 @@ fn totals(out: &mut String, report: &Report) {
         bytes(t.live_bytes),
         t.live_regions
     );
+    let u = &report.unwinding;
+    if u.in_kernel + u.from_copies > 0 {
+        let _ = writeln!(
+            out,
+            "stacks: {} unwound in the kernel, {} from stack copies ({} unwind rules learned)",
+            u.in_kernel, u.from_copies, u.rules_taught
+        );
+    }
     if t.preexisting_bytes > 0 || t.unknown_unmapped_bytes > 0 {
         let _ = writeln!(
             out,
@@ -262,6 +272,7 @@ mod tests {
             stopped_by: "command exit".into(),
             duration_s: 0.25,
             unwinder: "fp",
+            unwinding: Default::default(),
             targets: vec![Target {
                 pid: 42,
                 parent_pid: None,

@@ -1,0 +1,99 @@
+//! Full stacks through code without frame pointers.
+//!
+//! `cfi` reads an object's call-frame information (`.eh_frame`, else
+//! `.debug_frame`) and answers "how do I find the caller from this pc" as a
+//! [`Rule`]. `walk` unwinds a copy of the user stack with those rules.
+//! `learn` puts the rules it used into the eBPF side's rule cache, so the
+//! next stack through the same code is unwound in the kernel, without a
+//! copy: stacks of hot paths cost a few array lookups and user reads.
+
+pub mod cfi;
+pub mod copies;
+pub mod learn;
+pub mod walk;
+
+use mmap_trace_common::{RuleSlot, rule_kind};
+
+/// How stacks are captured (`--unwind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Frame pointers only (`bpf_get_stack`): cheapest, but stacks stop at
+    /// the first code built without frame pointers.
+    Fp,
+    /// CFI everywhere; a frame in code without CFI ends the stack.
+    Dwarf,
+    /// CFI where objects have it, frame pointers where they do not.
+    Auto,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Fp => "fp",
+            Mode::Dwarf => "dwarf",
+            Mode::Auto => "auto",
+        }
+    }
+}
+
+/// Where the caller's frame is, seen from one pc (x86_64: the return
+/// address is at CFA - 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    Frame {
+        base: CfaBase,
+        /// CFA = base register + offset.
+        offset: i32,
+        /// The caller's rbp is saved at CFA + this, or rbp is unchanged.
+        rbp_at: Option<i32>,
+    },
+    /// The outermost frame (`_start`, a thread's start routine).
+    End,
+    /// No way past this pc: the stack is cut here.
+    Stop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CfaBase {
+    Rsp,
+    Rbp,
+}
+
+impl Rule {
+    /// The frame-pointer convention: push rbp; mov rbp, rsp.
+    pub const FRAME_POINTER: Rule = Rule::Frame {
+        base: CfaBase::Rbp,
+        offset: 16,
+        rbp_at: Some(-16),
+    };
+
+    /// This rule as a slot of the eBPF rule cache.
+    pub fn to_slot(self, tgid: u32, asid: u64, pc: u64) -> RuleSlot {
+        let mut slot = RuleSlot {
+            pc,
+            asid,
+            tgid,
+            ..Default::default()
+        };
+        match self {
+            Rule::End => slot.kind = rule_kind::END,
+            Rule::Stop => slot.kind = rule_kind::STOP,
+            Rule::Frame {
+                base,
+                offset,
+                rbp_at,
+            } => {
+                slot.kind = match base {
+                    CfaBase::Rsp => rule_kind::CFA_RSP,
+                    CfaBase::Rbp => rule_kind::CFA_RBP,
+                };
+                slot.cfa_offset = offset;
+                if let Some(at) = rbp_at {
+                    slot.rbp_saved = 1;
+                    slot.rbp_offset = at;
+                }
+            }
+        }
+        slot
+    }
+}
