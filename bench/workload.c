@@ -1,11 +1,15 @@
 /* The benchmark workload: PAIRS times, map 64 KiB and unmap it, through a
  * 3-deep call chain; it times itself and prints nanoseconds per pair.
  *
- *   workload [PAIRS]   (default 200000)
+ *   workload [PAIRS] [--wait]   (default 200000)
+ *
+ * With --wait it says "ready" and waits for a line on stdin before the
+ * loop, so a tracer can attach first.
  *
  * Built with -O2 and no frame pointers, as distributions build code. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 
@@ -25,6 +29,13 @@ __attribute__((noinline)) int level1(void) { return level2() + 1; }
 int main(int argc, char **argv)
 {
     long pairs = argc > 1 ? atol(argv[1]) : 200000;
+    if (argc > 2 && strcmp(argv[2], "--wait") == 0) {
+        char line[16];
+        printf("ready\n");
+        fflush(stdout);
+        if (!fgets(line, sizeof line, stdin))
+            return 2;
+    }
     struct timespec start, end;
     long failures = 0;
     clock_gettime(CLOCK_MONOTONIC, &start);

@@ -7,6 +7,8 @@ use aya_ebpf::{
 };
 use mmap_trace_common::{MAX_RECORD_DATA, RULE_SLOTS, RuleSlot, SyscallRecord, counter};
 
+use crate::unwind::NEAR_BYTES;
+
 /// The tracer's own process id: never traced, whatever the maps say.
 #[unsafe(no_mangle)]
 pub static TRACER_TGID: Global<u32> = Global::new(0);
@@ -60,6 +62,9 @@ pub struct Scratch {
     /// that a copy of up to a page at any offset below MAX_RECORD_DATA stays
     /// inside.
     pub data: [u8; MAX_RECORD_DATA + 4096],
+    /// The top of the user stack (see `unwind::NearStack`); after `data`,
+    /// so that the record and its data are one contiguous output.
+    pub near: [u8; 2 * NEAR_BYTES],
 }
 
 #[derive(Clone, Copy)]

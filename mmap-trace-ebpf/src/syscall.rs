@@ -3,8 +3,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -17,7 +16,7 @@ use crate::{
     maps::{EVENTS, SCRATCH, Scratch, UNWIND_MODE, WAKEUP_BYTES, bump},
     process::traced_asid,
     regs::PtRegs,
-    unwind::{Unwound, copy_stack_window, unwind_with_rules, walk_frame_pointers},
+    unwind::{Unwound, copy_stack_window, read_near_stack, unwind_with_rules, walk_frame_pointers},
 };
 
 #[inline(always)]
@@ -52,59 +51,72 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
         return 0;
     };
+    // The unwinding steps reach the slot through the map themselves, so it
+    // is only borrowed in short scopes here.
     // SAFETY: this CPU's slot; programs on one CPU do not interleave here.
-    let scratch: &mut Scratch = unsafe { &mut *scratch };
-    let record = &mut scratch.record;
-    record.header = RecordHeader {
-        kind: kind::SYSCALL,
-        pid: tgid,
-        tid: pid_tgid as u32,
-        _reserved: 0,
-        time_ns: unsafe { bpf_ktime_get_ns() },
+    let near_len = {
+        let Scratch { record, near, .. } = unsafe { &mut *scratch };
+        *record = SyscallRecord {
+            header: RecordHeader {
+                kind: kind::SYSCALL,
+                pid: tgid,
+                tid: pid_tgid as u32,
+                _reserved: 0,
+                time_ns: unsafe { bpf_ktime_get_ns() },
+            },
+            nr: id as u32,
+            flags: 0,
+            stack_error: 0,
+            args: regs.syscall_args(),
+            ret: ctx.arg(1),
+            user_ip: regs.ip,
+            user_sp: regs.sp,
+            sp_word: 0,
+            asid,
+            unwind: unwind::FP,
+            stack_frames: 0,
+            window_bytes: 0,
+            _reserved: 0,
+            resume_ip: 0,
+            resume_sp: 0,
+            resume_bp: 0,
+        };
+        read_near_stack(regs.sp, near)
     };
-    record.nr = id as u32;
-    record.flags = 0;
-    record.stack_error = 0;
-    record.args = regs.syscall_args();
-    record.ret = ctx.arg(1);
-    record.user_ip = regs.ip;
-    record.user_sp = regs.sp;
-    record.sp_word = 0;
-    record.asid = asid;
-    record.stack_frames = 0;
-    record.window_bytes = 0;
-    record._reserved = 0;
-    record.resume_ip = 0;
-    record.resume_sp = 0;
-    record.resume_bp = 0;
-
     let mut wake = false;
     let data_bytes = if UNWIND_MODE.load() == 0 {
-        record.unwind = unwind::FP;
-        // SAFETY: a read of user memory; failure is reported as 0.
-        record.sp_word = unsafe { bpf_probe_read_user(regs.sp as *const u64) }.unwrap_or(0);
-        let (count, cut) = walk_frame_pointers(&regs, &mut scratch.data);
-        scratch.record.stack_frames = count;
+        // SAFETY: as above.
+        let slot = unsafe { &mut *scratch };
+        if near_len >= 8 {
+            // SAFETY: 8 bytes were read into the near buffer.
+            slot.record.sp_word = unsafe { core::ptr::read_unaligned(slot.near.as_ptr().cast()) };
+        }
+        let (count, cut) = walk_frame_pointers(&regs, near_len, slot);
+        // SAFETY: as above.
+        let record = unsafe { &mut (*scratch).record };
+        record.stack_frames = count;
         if cut {
-            scratch.record.flags |= flags::TRUNCATED;
+            record.flags |= flags::TRUNCATED;
         }
         count * 8
     } else {
-        match unwind_with_rules(tgid, asid, &regs, &mut scratch.data) {
+        let unwound = unwind_with_rules(tgid, asid, &regs, near_len);
+        // SAFETY: as above.
+        let Scratch { record, data, .. } = unsafe { &mut *scratch };
+        match unwound {
             Unwound::Frames { count, truncated } => {
-                scratch.record.unwind = unwind::KERNEL_DWARF;
-                scratch.record.stack_frames = count;
+                record.unwind = unwind::KERNEL_DWARF;
+                record.stack_frames = count;
                 if truncated {
-                    scratch.record.flags |= flags::TRUNCATED;
+                    record.flags |= flags::TRUNCATED;
                 }
                 count * 8
             }
             Unwound::MissingRule { count, ip, sp, bp } => {
-                let copied = copy_stack_window(sp, count, &mut scratch.data);
+                let copied = copy_stack_window(sp, count, data);
                 if copied == 0 {
                     bump(counter::STACK_ERRORS);
                 }
-                let record = &mut scratch.record;
                 record.unwind = unwind::WINDOW;
                 record.stack_frames = count;
                 record.window_bytes = copied;

@@ -1,13 +1,27 @@
-//! Unwinding in the kernel with rules user space learned from CFI, and the
-//! stack copy sent instead when a rule is missing.
+//! Unwinding in the kernel: with rules user space learned from CFI (or with
+//! frame pointers), and the stack copy sent instead when a rule is missing.
+//!
+//! Most frames of a syscall's stack lie within a few hundred bytes of its
+//! stack pointer, so the top NEAR_BYTES of the stack are read once, and
+//! frame reads there cost a load instead of a `bpf_probe_read_user` call.
+//! Each frame is one `bpf_loop` step, so the verifier checks the step once
+//! rather than once per possible frame.
 
-use aya_ebpf::helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as read_user_raw};
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_get_smp_processor_id, bpf_probe_read_user,
+    generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
+};
 use mmap_trace_common::{MAX_STACK_FRAMES, MAX_STACK_WINDOW, rule_kind, rule_slot};
 
 use crate::{
-    maps::{RULES, STACK_BYTES},
+    maps::{RULES, SCRATCH, STACK_BYTES, Scratch},
     regs::PtRegs,
 };
+
+/// Bytes of stack read at once from the stack pointer (a power of two).
+pub const NEAR_BYTES: usize = 1024;
 
 pub enum Unwound {
     /// `count` frames written; `truncated` if the walk stopped early.
@@ -22,80 +36,236 @@ pub enum Unwound {
     },
 }
 
-/// Walks the stack with the learned rules, writing return addresses into
-/// `data`. Per frame: one array lookup and one or two user reads.
+/// Reads up to NEAR_BYTES of the user stack from `sp` into `buffer`: first
+/// to the end of its page (which is mapped), then the rest if it is mapped
+/// too. Returns how many bytes it holds.
 #[inline(always)]
-pub fn unwind_with_rules(tgid: u32, asid: u64, regs: &PtRegs, data: &mut [u8]) -> Unwound {
-    let frames = data.as_mut_ptr().cast::<u64>();
-    let (mut ip, mut sp, mut bp) = (regs.ip, regs.sp, regs.bp);
-    for i in 0..MAX_STACK_FRAMES {
-        let missing = Unwound::MissingRule {
-            count: i as u32,
-            ip,
-            sp,
-            bp,
-        };
-        let Some(rule) = RULES.get(rule_slot(tgid, asid, ip)) else {
-            return missing;
-        };
-        if rule.pc != ip || rule.asid != asid || rule.tgid != tgid {
-            return missing;
-        }
-        // SAFETY: i < MAX_STACK_FRAMES, and the data area is larger.
-        unsafe { *frames.add(i) = ip };
-        let cfa = match rule.kind {
-            rule_kind::CFA_RSP => sp.wrapping_add(rule.cfa_offset as i64 as u64),
-            rule_kind::CFA_RBP => bp.wrapping_add(rule.cfa_offset as i64 as u64),
-            rule_kind::END | rule_kind::STOP => {
-                return Unwound::Frames {
-                    count: i as u32 + 1,
-                    truncated: rule.kind == rule_kind::STOP,
-                };
-            }
-            _ => return missing,
-        };
-        let count = i as u32 + 1;
-        let cut = Unwound::Frames {
-            count,
-            truncated: true,
-        };
-        let ra = if rule.rbp_saved != 0 && rule.rbp_offset == -16 {
-            // The common frame: saved rbp right below the return address;
-            // one read for both.
-            // SAFETY: a read of user memory; a failure ends the walk.
-            let Ok(pair) = (unsafe { bpf_probe_read_user((cfa - 16) as *const [u64; 2]) }) else {
-                return cut;
-            };
-            bp = pair[0];
-            pair[1]
-        } else {
-            // SAFETY: as above.
-            let Ok(ra) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else {
-                return cut;
-            };
-            if rule.rbp_saved != 0 {
-                let at = cfa.wrapping_add(rule.rbp_offset as i64 as u64);
-                // SAFETY: as above.
-                let Ok(value) = (unsafe { bpf_probe_read_user(at as *const u64) }) else {
-                    return cut;
-                };
-                bp = value;
-            }
-            ra
-        };
-        if ra == 0 {
-            return Unwound::Frames {
-                count,
-                truncated: false,
-            };
-        }
-        sp = cfa;
-        ip = ra;
+pub fn read_near_stack(sp: u64, buffer: &mut [u8; 2 * NEAR_BYTES]) -> u64 {
+    let first = (4096 - (sp & 4095)).min(NEAR_BYTES as u64);
+    let base = buffer.as_mut_ptr();
+    // SAFETY: first ≤ NEAR_BYTES bytes into a 2 × NEAR_BYTES buffer.
+    if unsafe { read_user_raw(base.cast(), first as u32, sp as *const _) } != 0 {
+        return 0;
     }
-    Unwound::Frames {
-        count: MAX_STACK_FRAMES as u32,
-        truncated: true,
+    let rest = NEAR_BYTES as u64 - first;
+    if rest == 0 {
+        return first;
     }
+    let at = (first as usize) & (NEAR_BYTES - 1);
+    let rest = (rest as u32) & (NEAR_BYTES as u32 - 1);
+    // SAFETY: at < NEAR_BYTES and rest < NEAR_BYTES: inside the buffer.
+    let read = unsafe { read_user_raw(base.add(at).cast(), rest, (sp + first) as *const _) };
+    if read == 0 { NEAR_BYTES as u64 } else { first }
+}
+
+/// The state one unwinding step reads and advances (`bpf_loop` context).
+#[repr(C)]
+struct Walk {
+    ip: u64,
+    sp: u64,
+    bp: u64,
+    asid: u64,
+    near_base: u64,
+    near_len: u64,
+    tgid: u32,
+    /// Frames written so far.
+    count: u32,
+    /// How the walk ended (`ENDED_*`), or 0 while it goes on.
+    ended: u32,
+    /// For the frame-pointer walk: the previous frame's rbp.
+    low: u64,
+}
+
+const ENDED_COMPLETE: u32 = 1;
+const ENDED_TRUNCATED: u32 = 2;
+const ENDED_MISSING_RULE: u32 = 3;
+
+/// The 8 bytes at `address` of the user stack: from the near buffer when
+/// they are in it, else read.
+#[inline(always)]
+fn stack_u64(scratch: &Scratch, walk: &Walk, address: u64) -> Option<u64> {
+    let offset = address.wrapping_sub(walk.near_base);
+    if offset.wrapping_add(8) <= walk.near_len {
+        let at = (offset as usize) & (NEAR_BYTES - 1);
+        // SAFETY: at + 8 ≤ NEAR_BYTES + 8, inside the 2 × NEAR_BYTES buffer.
+        Some(unsafe { core::ptr::read_unaligned(scratch.near.as_ptr().add(at).cast::<u64>()) })
+    } else {
+        // SAFETY: a read of user memory; failure is reported as None.
+        unsafe { bpf_probe_read_user(address as *const u64) }.ok()
+    }
+}
+
+#[inline(always)]
+fn this_cpu_scratch() -> Option<&'static mut Scratch> {
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    // SAFETY: this CPU's slot; programs on one CPU do not interleave here.
+    SCRATCH.get_ptr_mut(cpu).map(|p| unsafe { &mut *p })
+}
+
+/// Records `ip` as frame `walk.count`.
+#[inline(always)]
+fn push_frame(scratch: &mut Scratch, walk: &mut Walk, ip: u64) {
+    let at = (walk.count as usize & 127) * 8;
+    // SAFETY: at ≤ 127 × 8, inside the data area.
+    unsafe { core::ptr::write_unaligned(scratch.data.as_mut_ptr().add(at).cast::<u64>(), ip) };
+    walk.count += 1;
+}
+
+/// One frame with the learned rules. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn rules_step(_index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes the Walk the caller gave it.
+    let walk = unsafe { &mut *context.cast::<Walk>() };
+    let Some(scratch) = this_cpu_scratch() else {
+        walk.ended = ENDED_TRUNCATED;
+        return 1;
+    };
+    let ip = walk.ip;
+    let Some(rule) = RULES.get(rule_slot(walk.tgid, walk.asid, ip)) else {
+        walk.ended = ENDED_MISSING_RULE;
+        return 1;
+    };
+    if rule.pc != ip || rule.asid != walk.asid || rule.tgid != walk.tgid {
+        walk.ended = ENDED_MISSING_RULE;
+        return 1;
+    }
+    push_frame(scratch, walk, ip);
+    let cfa = match rule.kind {
+        rule_kind::CFA_RSP => walk.sp.wrapping_add(rule.cfa_offset as i64 as u64),
+        rule_kind::CFA_RBP => walk.bp.wrapping_add(rule.cfa_offset as i64 as u64),
+        rule_kind::END => {
+            walk.ended = ENDED_COMPLETE;
+            return 1;
+        }
+        rule_kind::STOP => {
+            walk.ended = ENDED_TRUNCATED;
+            return 1;
+        }
+        _ => {
+            walk.count -= 1;
+            walk.ended = ENDED_MISSING_RULE;
+            return 1;
+        }
+    };
+    let Some(ra) = stack_u64(scratch, walk, cfa.wrapping_sub(8)) else {
+        walk.ended = ENDED_TRUNCATED;
+        return 1;
+    };
+    if rule.rbp_saved != 0 {
+        let at = cfa.wrapping_add(rule.rbp_offset as i64 as u64);
+        let Some(saved) = stack_u64(scratch, walk, at) else {
+            walk.ended = ENDED_TRUNCATED;
+            return 1;
+        };
+        walk.bp = saved;
+    }
+    if ra == 0 {
+        walk.ended = ENDED_COMPLETE;
+        return 1;
+    }
+    walk.sp = cfa;
+    walk.ip = ra;
+    0
+}
+
+/// One frame of the frame-pointer walk. Returns 1 to stop the loop.
+#[inline(never)]
+extern "C" fn frame_pointer_step(_index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes the Walk the caller gave it.
+    let walk = unsafe { &mut *context.cast::<Walk>() };
+    let Some(scratch) = this_cpu_scratch() else {
+        walk.ended = ENDED_TRUNCATED;
+        return 1;
+    };
+    let bp = walk.bp;
+    if bp == 0 {
+        walk.ended = ENDED_COMPLETE;
+        return 1;
+    }
+    if bp <= walk.low || bp - walk.low > 8 << 20 || bp & 7 != 0 {
+        walk.ended = ENDED_TRUNCATED;
+        return 1;
+    }
+    let (Some(next), Some(ra)) = (
+        stack_u64(scratch, walk, bp),
+        stack_u64(scratch, walk, bp + 8),
+    ) else {
+        walk.ended = ENDED_TRUNCATED;
+        return 1;
+    };
+    if ra == 0 {
+        walk.ended = ENDED_COMPLETE;
+        return 1;
+    }
+    push_frame(scratch, walk, ra);
+    walk.low = bp;
+    walk.bp = next;
+    0
+}
+
+fn start(regs: &PtRegs, near_len: u64, tgid: u32, asid: u64) -> Walk {
+    Walk {
+        ip: regs.ip,
+        sp: regs.sp,
+        bp: regs.bp,
+        asid,
+        near_base: regs.sp,
+        near_len,
+        tgid,
+        count: 0,
+        ended: 0,
+        low: regs.sp,
+    }
+}
+
+/// Walks the stack with the learned rules into the scratch slot's data.
+/// Per frame: one array lookup and (usually) two loads.
+#[inline(always)]
+pub fn unwind_with_rules(tgid: u32, asid: u64, regs: &PtRegs, near_len: u64) -> Unwound {
+    let mut walk = start(regs, near_len, tgid, asid);
+    // SAFETY: the callback and its context are valid for the call.
+    unsafe {
+        bpf_loop(
+            MAX_STACK_FRAMES as u32,
+            rules_step as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    match walk.ended {
+        ENDED_MISSING_RULE => Unwound::MissingRule {
+            count: walk.count,
+            ip: walk.ip,
+            sp: walk.sp,
+            bp: walk.bp,
+        },
+        ended => Unwound::Frames {
+            count: walk.count,
+            // 0: the depth limit.
+            truncated: ended != ENDED_COMPLETE,
+        },
+    }
+}
+
+/// The frame-pointer walk: frame 0 is the ip, then each frame's saved
+/// (rbp, return address) pair at rbp. A null rbp or return address ends the
+/// chain (`_start` clears rbp); an implausible rbp (not above the previous
+/// one, unaligned, or more than 8 MiB away), which is what code without
+/// frame pointers leaves, cuts it. Returns (frames, cut).
+#[inline(always)]
+pub fn walk_frame_pointers(regs: &PtRegs, near_len: u64, scratch: &mut Scratch) -> (u32, bool) {
+    let mut walk = start(regs, near_len, 0, 0);
+    push_frame(scratch, &mut walk, regs.ip);
+    // SAFETY: the callback and its context are valid for the call.
+    unsafe {
+        bpf_loop(
+            MAX_STACK_FRAMES as u32 - 1,
+            frame_pointer_step as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    (walk.count, walk.ended != ENDED_COMPLETE)
 }
 
 /// Copies up to STACK_BYTES of the user stack from `sp` into `data` after
@@ -126,38 +296,4 @@ pub fn copy_stack_window(sp: u64, frames: u32, data: &mut [u8]) -> u32 {
         copied += chunk;
     }
     copied as u32
-}
-
-/// The frame-pointer walk: frame 0 is the ip, then each frame's saved
-/// (rbp, return address) pair at rbp. A null rbp or return address ends the
-/// chain (`_start` clears rbp); an implausible rbp (not above the previous
-/// one, unaligned, or more than 8 MiB away), which is what code without
-/// frame pointers leaves, cuts it. Returns (frames, cut).
-#[inline(always)]
-pub fn walk_frame_pointers(regs: &PtRegs, data: &mut [u8]) -> (u32, bool) {
-    let frames = data.as_mut_ptr().cast::<u64>();
-    // SAFETY: the data area holds MAX_STACK_FRAMES frames.
-    unsafe { *frames = regs.ip };
-    let mut low = regs.sp;
-    let mut bp = regs.bp;
-    for i in 1..MAX_STACK_FRAMES {
-        if bp == 0 {
-            return (i as u32, false);
-        }
-        if bp <= low || bp - low > 8 << 20 || bp & 7 != 0 {
-            return (i as u32, true);
-        }
-        // SAFETY: a read of user memory; a failure ends the walk.
-        let Ok([next, ra]) = (unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }) else {
-            return (i as u32, true);
-        };
-        if ra == 0 {
-            return (i as u32, false);
-        }
-        // SAFETY: i < MAX_STACK_FRAMES.
-        unsafe { *frames.add(i) = ra };
-        low = bp;
-        bp = next;
-    }
-    (MAX_STACK_FRAMES as u32, true)
 }

@@ -93,7 +93,7 @@ pub struct RecordArgs {
 
     /// Size of the kernel-to-user ring buffer in MiB (a power of two). If the
     /// report counts lost records, make it larger.
-    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = parse_buffer_mib)]
+    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_buffer_mib)]
     pub buffer_size: u32,
 
     /// The command to start and trace, after `--`.
@@ -192,7 +192,7 @@ mod tests {
             vec![OsString::from("ls"), OsString::from("-l")]
         );
         assert_eq!(args.format, Format::Json);
-        assert_eq!(args.buffer_size, 64);
+        assert_eq!(args.buffer_size, 16);
         assert!(Cli::try_parse_from(["mmap-trace", "record", "--buffer-size", "3"]).is_err());
         assert_eq!(args.unwind, unwind::Mode::Auto);
         assert_eq!(args.stack_bytes, 32 * 1024);

@@ -4,7 +4,9 @@
 //! demo   run mmap-trace on the bundled lab and show its report
 //! test   every test: unit tests and the privileged end-to-end tests (root)
 //! lint   rustfmt and clippy (-D warnings) on the user-space and eBPF crates
+//! bench  the cost of tracing, against the untraced workload and peers
 
+mod bench;
 mod cmd;
 mod demo;
 mod lint;
@@ -13,13 +15,15 @@ mod test;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup|demo|test|lint>
+const USAGE: &str = "usage: cargo xtask <setup|demo|test|lint|bench>
 
   setup   install the prerequisites: Debian packages (gcc, UCX), the nightly
           rust-src component and bpf-linker; quick when already present
   demo    build mmap-trace and the bundled lab, trace the lab, print the report
   test    run every test, unit and end-to-end (needs root)
-  lint    cargo fmt --check and clippy -D warnings, user-space and eBPF crates";
+  lint    cargo fmt --check and clippy -D warnings, user-space and eBPF crates
+  bench   [--pairs N] [--rounds N]: ns per mmap+munmap pair untraced, under
+          mmap-trace (fp, dwarf, auto), bpftrace and perf record (needs root)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
         Some("lint") => lint::run(),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -26,21 +26,22 @@ const PACKAGES: &[&str] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> anyhow::Result<()> {
-    packages()?;
+    packages(PACKAGES)?;
     nightly()?;
     bpf_linker()?;
     println!("xtask: setup complete");
     Ok(())
 }
 
-fn packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs the Debian packages of `wanted` that are missing.
+pub fn packages(wanted: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .copied()
         .filter(|package| !installed(package))
         .collect();
     if missing.is_empty() {
-        println!("xtask: Debian packages present: {}", PACKAGES.join(" "));
+        println!("xtask: Debian packages present: {}", wanted.join(" "));
         return Ok(());
     }
     if !cmd::is_root() {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     Events, FrameRow, InlinedRow, ObjectRow, Report, SCHEMA, SizeRow, StackRow, Target, Totals,
-    UNKNOWN, Unwinding,
+    TracerUsage, UNKNOWN, Unwinding,
 };
 use crate::{
     collector::Collector,
@@ -78,6 +78,7 @@ pub fn build(inputs: &ReportInputs<'_>) -> Report {
             from_copies: inputs.unwinding.from_copies,
             rules_taught: inputs.unwinding.rules_taught,
         },
+        tracer: TracerUsage::of_self(),
         totals: Totals {
             mapped_bytes: bytes.mapped,
             unmapped_bytes: bytes.unmapped,

@@ -34,6 +34,8 @@ pub struct Report {
     /// How many stacks the kernel unwound itself, and how many user space
     /// unwound from stack copies (auto/dwarf).
     pub unwinding: Unwinding,
+    /// What tracing cost mmap-trace itself, until the report was built.
+    pub tracer: TracerUsage,
     pub totals: Totals,
     pub by_issuer: Vec<ObjectRow>,
     pub by_requester: Vec<ObjectRow>,
@@ -69,6 +71,28 @@ pub struct Unwinding {
     pub from_copies: u64,
     /// Unwind rules user space taught the kernel.
     pub rules_taught: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct TracerUsage {
+    pub cpu_user_s: f64,
+    pub cpu_system_s: f64,
+    pub peak_rss_bytes: u64,
+}
+
+impl TracerUsage {
+    /// This process's own usage so far (not its children's).
+    pub fn of_self() -> Self {
+        // SAFETY: getrusage fills the struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        TracerUsage {
+            cpu_user_s: seconds(usage.ru_utime),
+            cpu_system_s: seconds(usage.ru_stime),
+            peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]

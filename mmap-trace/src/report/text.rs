@@ -273,6 +273,7 @@ mod tests {
             duration_s: 0.25,
             unwinder: "fp",
             unwinding: Default::default(),
+            tracer: Default::default(),
             targets: vec![Target {
                 pid: 42,
                 parent_pid: None,
