@@ -17,14 +17,17 @@ pub fn run(extra: &[String]) -> anyhow::Result<()> {
     let root = cmd::workspace_root();
     let out = root.join("target/lab");
     build_lab(&root.join("examples/lab"), &out)?;
-    println!("\nxtask: tracing the lab: 64 rounds, every fourth 256 KiB region leaks\n");
+    println!(
+        "\nxtask: tracing the lab: 64 rounds, every fourth 256 KiB region leaks. liblab plays \
+         UCX's libucm, so it is declared an interposer: the requester is the code that asked.\n"
+    );
     run_cmd(
         command(
             root.join("target/release/mmap-trace")
                 .to_str()
                 .expect("utf-8 path"),
         )
-        .args(["record", "--top", "3"])
+        .args(["record", "--top", "2", "--interposer", "liblab"])
         .args(extra)
         .arg("--")
         .arg(out.join("lab"))
