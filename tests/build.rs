@@ -9,6 +9,7 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
     ("edge", &["edge.c"], &["-O0", "-fno-omit-frame-pointer"]),
     ("forker", &["forker.c"], &["-O0", "-fno-omit-frame-pointer"]),
     ("waiter", &["waiter.c"], &["-O0", "-fno-omit-frame-pointer"]),
+    ("tree", &["tree.c"], &["-O0", "-fno-omit-frame-pointer"]),
     (
         "ucx",
         &["ucx.c"],

@@ -19,6 +19,9 @@ pub mod kind {
     pub const EXIT: u32 = 3;
     /// A [`crate::ProcessRecord`]: a new process forked from a traced one.
     pub const FORK: u32 = 4;
+    /// A [`crate::ProcessRecord`]: a process seen running in the traced
+    /// cgroup for the first time (it was there before, or moved in).
+    pub const JOIN: u32 = 5;
 }
 
 /// x86_64 syscall numbers of the calls we trace.

@@ -25,6 +25,13 @@ pub static UNWIND_MODE: Global<u32> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static STACK_BYTES: Global<u32> = Global::new(32 * 1024);
 
+/// With `--cgroup`: the cgroup (v2) whose processes are traced, and its
+/// depth in the hierarchy (0: no cgroup).
+#[unsafe(no_mangle)]
+pub static CGROUP_ID: Global<u64> = Global::new(0);
+#[unsafe(no_mangle)]
+pub static CGROUP_LEVEL: Global<u32> = Global::new(0);
+
 /// Processes to trace: tgid → address-space id (a fresh one per exec).
 /// User space seeds it; forks extend it.
 #[map]

@@ -2,8 +2,10 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        generated::bpf_get_current_ancestor_cgroup_id,
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
@@ -11,11 +13,14 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use mmap_trace_common::{ProcessRecord, RecordHeader, counter, kind};
 
-use crate::maps::{EVENTS, FORKED, ForkOrigin, TARGETS, TRACER_TGID, bump};
+use crate::maps::{
+    CGROUP_ID, CGROUP_LEVEL, EVENTS, FORKED, ForkOrigin, TARGETS, TRACER_TGID, bump,
+};
 
 /// The address-space id of `tgid` if it is traced. A child forked by a
 /// traced process becomes traced here, the first time it is seen running,
-/// and a FORK record announces it.
+/// and a FORK record announces it; so does a process running in the traced
+/// cgroup (or below it), with a JOIN record.
 #[inline(always)]
 pub fn traced_asid<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<u64> {
     if tgid == TRACER_TGID.load() {
@@ -27,7 +32,9 @@ pub fn traced_asid<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<u64> {
     }
     let task = unsafe { bpf_get_current_task() };
     // SAFETY: copied out before removal.
-    let origin = (unsafe { FORKED.get(task) }).copied()?;
+    let Some(origin) = (unsafe { FORKED.get(task) }).copied() else {
+        return joined_cgroup(tgid);
+    };
     let _ = FORKED.remove(task);
     // A fork shares its parent's layout but is a new address space.
     let asid = unsafe { bpf_ktime_get_ns() };
@@ -40,7 +47,31 @@ pub fn traced_asid<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<u64> {
     Some(asid)
 }
 
+/// Traces `tgid` if it runs in the traced cgroup (the one whose id is
+/// CGROUP_ID, at depth CGROUP_LEVEL of the hierarchy).
+#[inline(always)]
+fn joined_cgroup(tgid: u32) -> Option<u64> {
+    let cgroup = CGROUP_ID.load();
+    if cgroup == 0 {
+        return None;
+    }
+    // SAFETY: the helper takes an ancestor level.
+    let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(CGROUP_LEVEL.load() as i32) };
+    if ancestor != cgroup {
+        return None;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    TARGETS.insert(tgid, now, 0).ok()?;
+    // User space reads its maps at once, while it surely still runs.
+    emit_with(kind::JOIN, 0, now, u64::from(BPF_RB_FORCE_WAKEUP));
+    Some(now)
+}
+
 fn emit(record_kind: u32, parent_pid: u32, time_ns: u64) {
+    emit_with(record_kind, parent_pid, time_ns, 0)
+}
+
+fn emit_with(record_kind: u32, parent_pid: u32, time_ns: u64, flags: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let record = ProcessRecord {
         header: RecordHeader {
@@ -54,7 +85,7 @@ fn emit(record_kind: u32, parent_pid: u32, time_ns: u64) {
         _reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if EVENTS.output::<ProcessRecord>(&record, 0).is_err() {
+    if EVENTS.output::<ProcessRecord>(&record, flags).is_err() {
         bump(counter::LOST_RECORDS);
     }
 }

@@ -39,7 +39,9 @@ Examples:
   mmap-trace record -- ./server --port 8080
       Start the command traced from its first instruction; report when it exits.
   mmap-trace record --pid 4242 --duration 60s
-      Trace a running process (and the children it forks) for a minute.
+      Trace a running process (and its children, existing and new) for a minute.
+  mmap-trace record --cgroup system.slice/docker-3f2a.scope --duration 5m
+      Trace a container: every process of its cgroup.
   mmap-trace record --format json --output report.json -- python3 infer.py
       Write the JSON report (schema mmap-trace/report/v1) to a file.
 
@@ -52,10 +54,23 @@ With a command, mmap-trace exits with the command's exit status, as strace does.
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
-    /// Trace this running process and the children it forks from now on
-    /// (repeatable). Its existing mappings count as pre-existing.
+    /// Trace this running process, its existing children and the children it
+    /// forks from now on (repeatable). Existing mappings count as
+    /// pre-existing. Tracing ends when all --pid processes have exited.
     #[arg(short, long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+
+    /// Trace the running processes with this name (/proc/PID/comm; repeatable),
+    /// as --pid does.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+
+    /// Trace every process of this cgroup v2 and of the cgroups below it (a
+    /// container or a pod), including processes that start or move in later.
+    /// A path in the cgroup hierarchy, absolute or relative to its mount.
+    /// Tracing then ends at --duration or Ctrl-C.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
 
     /// Stop after this long (e.g. 30s, 500ms, 5m; a plain number is seconds).
     /// A launched command still running then gets SIGTERM (then SIGKILL).

@@ -59,6 +59,8 @@ pub struct Process {
     pub space: AddressSpace,
     /// Pre-existing bytes still mapped when the process exited or exec'd.
     pub preexisting_live_at_exit: u64,
+    /// When its mappings were read from /proc (attach, or joining a cgroup).
+    pub seeded_at_ns: Option<u64>,
 }
 
 impl Process {
@@ -72,6 +74,7 @@ impl Process {
             ending: Ending::Running,
             space: AddressSpace::default(),
             preexisting_live_at_exit: 0,
+            seeded_at_ns: None,
         }
     }
 
@@ -99,14 +102,14 @@ impl Collector {
         }
     }
 
-    /// Records a range that was mapped before tracing began.
-    pub fn seed_preexisting(&mut self, pid: u32, start: u64, end: u64) {
-        let change = self
-            .process(pid, 0)
-            .space
-            .map(start, end - start, Origin::PreExisting);
-        self.bytes.preexisting += change.mapped;
-        self.account_released(&change);
+    /// Records a range that was mapped before tracing began, as read from
+    /// /proc/PID/maps at `read_at_ns`. Traced calls made before that moment
+    /// whose records come later are reconciled with it (see `on_syscall`).
+    pub fn seed_preexisting(&mut self, pid: u32, start: u64, end: u64, read_at_ns: u64) {
+        let process = self.process(pid, 0);
+        process.seeded_at_ns = Some(read_at_ns);
+        let added = process.space.fill(start, end, Origin::PreExisting);
+        self.bytes.preexisting += added;
     }
 
     pub fn processes(&self) -> impl Iterator<Item = &Process> {
@@ -116,7 +119,7 @@ impl Collector {
     pub fn handle(&mut self, event: Event) {
         let time = match &event {
             Event::Syscall(e) => e.time_ns,
-            Event::Exec(e) | Event::Exit(e) | Event::Fork(e) => e.time_ns,
+            Event::Exec(e) | Event::Exit(e) | Event::Fork(e) | Event::Join(e) => e.time_ns,
         };
         self.first_event_ns.get_or_insert(time);
         self.last_event_ns = self.last_event_ns.max(time);
@@ -125,6 +128,7 @@ impl Collector {
             Event::Fork(event) => self.on_fork(event),
             Event::Exec(event) => self.on_exec(event),
             Event::Exit(event) => self.on_exit(event),
+            Event::Join(event) => self.on_join(event),
         }
     }
 
@@ -181,6 +185,13 @@ impl Collector {
         }
         let origin = Origin::Traced(stack);
         let ret = event.ret as u64;
+        // A call made before its process's mappings were read from /proc
+        // (the read lags the kernel's record): what it mapped is already in
+        // the seed, and what it unmapped is already missing from it.
+        let before_seed = self
+            .process(event.pid, event.time_ns)
+            .seeded_at_ns
+            .is_some_and(|seeded| event.time_ns < seeded);
         let length = match event.call {
             Call::Mmap { len, .. } | Call::Munmap { len, .. } => len,
             Call::Mremap { new_len, .. } => new_len,
@@ -202,6 +213,28 @@ impl Collector {
         };
         self.stacks.stats_mut(stack).mapped_bytes += change.mapped;
         self.bytes.mapped += change.mapped;
+        if before_seed {
+            self.reconcile_with_seed(change);
+        } else {
+            self.account_released(&change);
+        }
+    }
+
+    fn reconcile_with_seed(&mut self, mut change: Change) {
+        change.released.retain(|&(origin, bytes)| {
+            if origin == Origin::PreExisting {
+                // Not pre-existing after all: this call made it.
+                self.bytes.preexisting = self.bytes.preexisting.saturating_sub(bytes);
+                false
+            } else {
+                true
+            }
+        });
+        // Unmapped before the read, so absent from it, yet mapped before we
+        // traced the process: pre-existing.
+        self.bytes.preexisting_unmapped += change.unknown_released;
+        self.bytes.preexisting += change.unknown_released;
+        change.unknown_released = 0;
         self.account_released(&change);
     }
 
@@ -224,6 +257,14 @@ impl Collector {
             *process = Process::new(event.pid, event.time_ns);
         }
         process.parent_pid = Some(event.parent_pid);
+        process.comm = event.comm;
+    }
+
+    fn on_join(&mut self, event: ProcessEvent) {
+        let process = self.process(event.pid, event.time_ns);
+        if process.exited() {
+            *process = Process::new(event.pid, event.time_ns);
+        }
         process.comm = event.comm;
     }
 
@@ -385,9 +426,38 @@ mod tests {
     }
 
     #[test]
+    fn calls_made_before_the_seed_was_read_are_reconciled() {
+        let mut c = Collector::default();
+        // Read at t=100: holds the region a call at t=1 mapped, and not the
+        // one a call at t=1 unmapped (mapped before tracing).
+        c.seed_preexisting(7, 0x10000, 0x10000 + 2 * P, 100);
+        c.handle(syscall(7, mmap(2 * P), 0x10000, &[1]));
+        c.handle(syscall(
+            7,
+            Call::Munmap {
+                addr: 0x90000,
+                len: P,
+            },
+            0,
+            &[1],
+        ));
+        assert_eq!(
+            c.bytes.preexisting, P,
+            "only the unmapped page was there before"
+        );
+        assert_eq!(c.bytes.preexisting_unmapped, P);
+        assert_eq!(c.bytes.unknown_unmapped, 0);
+        assert_eq!(c.bytes.mapped, 2 * P);
+        assert_eq!(
+            c.live_by_stack().into_values().collect::<Vec<_>>(),
+            vec![(2 * P, 1)]
+        );
+    }
+
+    #[test]
     fn preexisting_ranges_are_not_unknown() {
         let mut c = Collector::default();
-        c.seed_preexisting(7, 0x10000, 0x10000 + 4 * P);
+        c.seed_preexisting(7, 0x10000, 0x10000 + 4 * P, 0);
         c.handle(syscall(
             7,
             Call::Munmap {

@@ -17,6 +17,8 @@ pub enum Event {
     Exec(ProcessEvent),
     Exit(ProcessEvent),
     Fork(ProcessEvent),
+    /// A process of the traced cgroup, seen for the first time.
+    Join(ProcessEvent),
 }
 
 /// One traced mmap, munmap or mremap.
@@ -173,11 +175,12 @@ impl TryFrom<&[u8]> for Event {
         let record_kind = fields.u32(offset_of!(RecordHeader, kind));
         match record_kind {
             kind::SYSCALL => decode_syscall(fields).map(Event::Syscall),
-            kind::EXEC | kind::EXIT | kind::FORK => {
+            kind::EXEC | kind::EXIT | kind::FORK | kind::JOIN => {
                 let event = decode_process(fields)?;
                 Ok(match record_kind {
                     kind::EXEC => Event::Exec(event),
                     kind::EXIT => Event::Exit(event),
+                    kind::JOIN => Event::Join(event),
                     _ => Event::Fork(event),
                 })
             }

@@ -87,6 +87,27 @@ impl AddressSpace {
         change
     }
 
+    /// Records `[start, end)` where nothing is recorded yet (seeding from
+    /// /proc/PID/maps never overrides what traced calls said). Returns the
+    /// bytes added.
+    pub fn fill(&mut self, start: u64, end: u64, origin: Origin) -> u64 {
+        let covered = self.overlapping(start, end);
+        let mut cursor = start;
+        let mut added = 0;
+        for piece in covered.iter().chain(std::iter::once(&Region {
+            start: end,
+            end,
+            origin,
+        })) {
+            if piece.start > cursor {
+                self.insert(cursor, piece.start, origin);
+                added += piece.start - cursor;
+            }
+            cursor = cursor.max(piece.end);
+        }
+        added
+    }
+
     /// A successful munmap of `[start, start+len)`.
     pub fn unmap(&mut self, start: u64, len: u64) -> Change {
         let end = start.saturating_add(page_round_up(len));
@@ -251,6 +272,22 @@ mod tests {
         let change = space.map(0x10000, 100, A);
         assert_eq!(change.mapped, P);
         assert_eq!(space.live_bytes(), P);
+    }
+
+    #[test]
+    fn fill_only_covers_gaps() {
+        let mut space = AddressSpace::default();
+        space.map(0x10000 + P, P, A);
+        let added = space.fill(0x10000, 0x10000 + 3 * P, Origin::PreExisting);
+        assert_eq!(added, 2 * P);
+        assert_eq!(
+            ranges(&space),
+            vec![
+                (0x10000, 0x10000 + P, Origin::PreExisting),
+                (0x10000 + P, 0x10000 + 2 * P, A),
+                (0x10000 + 2 * P, 0x10000 + 3 * P, Origin::PreExisting)
+            ]
+        );
     }
 
     #[test]

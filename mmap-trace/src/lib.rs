@@ -27,4 +27,5 @@ pub mod resolve;
 pub mod session;
 pub mod stacks;
 pub mod symbolize;
+pub mod targets;
 pub mod unwind;

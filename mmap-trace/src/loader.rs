@@ -33,6 +33,8 @@ pub struct Config {
     pub unwind: unwind::Mode,
     /// Stack bytes copied for user-space unwinding.
     pub stack_bytes: u32,
+    /// A cgroup v2 to trace: (id, depth in the hierarchy).
+    pub cgroup: Option<(u64, u32)>,
     /// Forward the eBPF side's log.
     pub verbose: bool,
 }
@@ -67,6 +69,8 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &(config.ring_bytes / 8), true)
             .override_global("UNWIND_MODE", &unwind_mode, true)
             .override_global("STACK_BYTES", &config.stack_bytes, true)
+            .override_global("CGROUP_ID", &config.cgroup.map_or(0, |c| c.0), true)
+            .override_global("CGROUP_LEVEL", &config.cgroup.map_or(0, |c| c.1), true)
             .map_max_entries("EVENTS", config.ring_bytes)
             .map_max_entries("SCRATCH", cpus as u32)
             .load(PROGRAMS)

@@ -6,7 +6,7 @@ use std::{
     os::unix::ffi::OsStrExt as _,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::{
     attribute::Rules,
@@ -16,10 +16,11 @@ use crate::{
     loader::{self, Tracer},
     modules::ModuleMaps,
     perf_mmap::PerfRing,
-    privileges, procmaps,
+    privileges,
     report::{self, ReportInputs},
     resolve,
     session::{self, RulesMap, Session, StopWhen, Watched},
+    targets::{self, Selection},
     unwind::{self, copies::CopyUnwinder},
 };
 
@@ -44,9 +45,13 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 /// Runs `record`; returns the exit code (the command's, if one was run).
 pub fn run(args: RecordArgs, verbose: bool) -> Result<i32, Failure> {
-    if args.pids.is_empty() && args.command.is_empty() {
+    if args.pids.is_empty()
+        && args.comms.is_empty()
+        && args.cgroup.is_none()
+        && args.command.is_empty()
+    {
         return Err(anyhow::anyhow!(
-            "nothing to trace: give --pid PID or a command after `--` (see --help)"
+            "nothing to trace: give --pid, --comm, --cgroup or a command after `--` (see --help)"
         )
         .into());
     }
@@ -62,7 +67,7 @@ pub fn run(args: RecordArgs, verbose: bool) -> Result<i32, Failure> {
             source: e.into(),
         })?),
     };
-    let targets = open_targets(&args.pids)?;
+    let targets = targets::select(&args.pids, &args.comms, args.cgroup.as_deref())?;
     privileges::check()?;
     let mut output = Output::open(args.output.as_deref())?;
 
@@ -88,13 +93,14 @@ struct Traced {
 async fn trace(
     args: &RecordArgs,
     command: Option<launch::Command>,
-    targets: Vec<Watched>,
+    targets: Selection,
     verbose: bool,
 ) -> Result<Traced, Failure> {
     let mut tracer = Tracer::load(loader::Config {
         ring_bytes: args.buffer_size << 20,
         unwind: args.unwind,
         stack_bytes: args.stack_bytes,
+        cgroup: targets.cgroup.as_ref().map(|c| (c.id, c.level)),
         verbose,
     })?;
     let unwinder = match args.unwind {
@@ -108,21 +114,15 @@ async fn trace(
         modules: ModuleMaps::default(),
         unwinder,
     };
-    for target in &targets {
+    for pid in targets.all_pids() {
         // Trace first, then read the maps: a mapping made in between is
         // seen twice, and the traced call wins.
-        tracer.add_target(target.pid)?;
-        seed(&mut session, target.pid)?;
+        tracer.add_target(pid)?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        session.collector.add_target(pid, comm.trim_end(), 0);
+        session.seed(pid);
     }
-    for target in &targets {
-        let comm =
-            std::fs::read_to_string(format!("/proc/{}/comm", target.pid)).unwrap_or_default();
-        eprintln!(
-            "mmap-trace: tracing pid {} ({}); stop with Ctrl-C",
-            target.pid,
-            comm.trim_end()
-        );
-    }
+    announce(&targets);
     let command_argv: Option<Vec<String>> = command.as_ref().map(|_| {
         args.command
             .iter()
@@ -149,7 +149,11 @@ async fn trace(
     let ending = session
         .run(StopWhen {
             command: watched_command,
-            targets,
+            // A traced cgroup has no last process: it ends by time or signal.
+            targets: match targets.cgroup {
+                Some(_) => None,
+                None => Some(targets.watched),
+            },
             duration: args.duration,
         })
         .await
@@ -185,44 +189,30 @@ async fn trace(
     })
 }
 
-/// Checks that every `--pid` exists and holds a pidfd on it.
-fn open_targets(pids: &[u32]) -> anyhow::Result<Vec<Watched>> {
-    let own = std::process::id();
-    pids.iter()
-        .map(|&pid| {
-            if pid == own {
-                bail!("refusing to trace mmap-trace itself (pid {pid})");
-            }
-            match session::pidfd_open(pid) {
-                Ok(pidfd) => Ok(Watched { pid, pidfd }),
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                    bail!("no process with pid {pid}")
-                }
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    bail!("pid {pid} is a thread, not a process; give its process id")
-                }
-                Err(e) => Err(e).with_context(|| format!("cannot watch pid {pid}")),
-            }
-        })
-        .collect()
-}
-
-/// Records what a running target already has mapped.
-fn seed(session: &mut Session, pid: u32) -> anyhow::Result<()> {
-    let entries =
-        procmaps::read(pid).with_context(|| format!("reading the mappings of pid {pid}"))?;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    session.collector.add_target(pid, comm.trim_end(), 0);
-    session.modules.seed(pid, &entries);
-    for entry in entries
-        .iter()
-        .filter(|e| e.name.as_deref() != Some("[vsyscall]"))
-    {
-        session
-            .collector
-            .seed_preexisting(pid, entry.start, entry.end);
+/// Says on stderr what is being traced (scripts wait for "tracing").
+fn announce(targets: &Selection) {
+    for watched in &targets.watched {
+        let comm =
+            std::fs::read_to_string(format!("/proc/{}/comm", watched.pid)).unwrap_or_default();
+        eprintln!(
+            "mmap-trace: tracing pid {} ({}); stop with Ctrl-C",
+            watched.pid,
+            comm.trim_end()
+        );
     }
-    Ok(())
+    if !targets.others.is_empty() {
+        eprintln!(
+            "mmap-trace: tracing {} more running process{} (descendants, cgroup members)",
+            targets.others.len(),
+            if targets.others.len() == 1 { "" } else { "es" }
+        );
+    }
+    if let Some(cgroup) = &targets.cgroup {
+        eprintln!(
+            "mmap-trace: tracing cgroup {} and the processes that join it; stop with Ctrl-C",
+            cgroup.path.display()
+        );
+    }
 }
 
 fn open_perf_rings() -> anyhow::Result<Vec<PerfRing>> {

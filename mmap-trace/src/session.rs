@@ -20,6 +20,7 @@ use crate::{
     launch::{self, ExitStatus},
     modules::{Mapping, ModuleMaps},
     perf_mmap::{PerfRecord, PerfRing},
+    procmaps,
     unwind::{copies::CopyUnwinder, learn::SlotWriter},
 };
 
@@ -66,7 +67,8 @@ pub struct Ending {
 /// What ends the session.
 pub struct StopWhen {
     pub command: Option<Watched>,
-    pub targets: Vec<Watched>,
+    /// Stop when all of these have exited; `None`: never for that reason.
+    pub targets: Option<Vec<Watched>>,
     pub duration: Option<Duration>,
 }
 
@@ -128,6 +130,7 @@ impl Session {
                 Ok(mut event) => {
                     match &mut event {
                         Event::Fork(e) | Event::Exec(e) => self.modules.claim(e.pid),
+                        Event::Join(e) => self.seed(e.pid),
                         Event::Syscall(call) => self.unwind(call),
                         Event::Exit(_) => {}
                     }
@@ -138,6 +141,27 @@ impl Session {
                     self.collector.add_lost(1);
                 }
             }
+        }
+    }
+
+    /// Records what a running process already has mapped (a `--pid`
+    /// target, or a process that joined the traced cgroup).
+    pub fn seed(&mut self, pid: u32) {
+        let read_at = crate::loader::monotonic_ns();
+        let entries = match procmaps::read(pid) {
+            Ok(entries) => entries,
+            Err(error) => {
+                log::info!("{error}");
+                return;
+            }
+        };
+        self.modules.seed(pid, &entries);
+        for entry in entries
+            .iter()
+            .filter(|e| e.name.as_deref() != Some("[vsyscall]"))
+        {
+            self.collector
+                .seed_preexisting(pid, entry.start, entry.end, read_at);
         }
     }
 
@@ -263,11 +287,9 @@ impl Stopper {
                 if let Some(stopping) = &self.stopping {
                     return Some(stopping.reason.clone());
                 }
-                self.stop.targets.retain(|w| !has_exited(&w.pidfd));
-                self.stop
-                    .targets
-                    .is_empty()
-                    .then(|| "target exit".to_owned())
+                let targets = self.stop.targets.as_mut()?;
+                targets.retain(|w| !has_exited(&w.pidfd));
+                targets.is_empty().then(|| "target exit".to_owned())
             }
         }
     }

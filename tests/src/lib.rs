@@ -264,3 +264,136 @@ impl Report {
             .unwrap_or_else(|| panic!("{name} is not in by_issuer"))
     }
 }
+
+/// A fixture that said "ready" and waits for a line on stdin.
+pub struct Waiting {
+    child: Child,
+    /// Kept open so the fixture can print without a broken pipe.
+    _out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Waiting {
+    pub fn start<S: AsRef<OsStr>>(program: &std::path::Path, args: &[S]) -> Waiting {
+        use std::io::BufRead as _;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read the fixture's stdout");
+        assert_eq!(line, "ready\n", "{} did not get ready", program.display());
+        Waiting { child, _out: out }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lets it go on, and waits for it to exit successfully.
+    pub fn go_and_wait(mut self) {
+        use std::io::Write as _;
+        self.child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(b"go\n")
+            .expect("write to the fixture");
+        let status = self.child.wait().expect("wait for the fixture");
+        assert!(status.success(), "the fixture failed: {status}");
+    }
+}
+
+/// mmap-trace attached to running processes, writing a JSON report.
+pub struct Tracing {
+    child: Child,
+    output: PathBuf,
+}
+
+impl Tracing {
+    /// `mmap-trace record --format json --output FILE <args>`, returned once
+    /// it says it is tracing.
+    pub fn start(args: &[&str]) -> Tracing {
+        let output = scratch_path("tracing.json");
+        let mut child = Command::new(mmap_trace_bin())
+            .args(["record", "--format", "json", "--output"])
+            .arg(&output)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mmap-trace");
+        let mut stderr = child.stderr.take().expect("piped");
+        let mut said = Vec::new();
+        let started = Instant::now();
+        while !String::from_utf8_lossy(&said).contains("mmap-trace: tracing") {
+            let mut byte = [0u8; 1];
+            if stderr.read(&mut byte).unwrap_or(0) == 0 || started.elapsed() > RUN_TIMEOUT {
+                let _ = child.kill();
+                panic!(
+                    "mmap-trace did not attach: {}",
+                    String::from_utf8_lossy(&said)
+                );
+            }
+            said.push(byte[0]);
+        }
+        child.stderr = Some(stderr);
+        Tracing { child, output }
+    }
+
+    /// Stops it as Ctrl-C would.
+    pub fn interrupt(&self) {
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+
+    /// Waits for it to finish; the report is in `Run::output`.
+    pub fn finish(self) -> Run {
+        let mut run = wait_with_timeout(self.child);
+        run.output = std::fs::read_to_string(&self.output).ok();
+        let _ = std::fs::remove_file(&self.output);
+        assert!(run.status.success(), "mmap-trace failed: {}", run.stderr);
+        run
+    }
+}
+
+/// A fresh cgroup v2 for a test, removed when dropped (once empty).
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn create(name: &str) -> TestCgroup {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let mount = mountinfo
+            .lines()
+            .find_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            })
+            .expect("a cgroup v2 hierarchy is mounted");
+        let path = mount.join(format!("mmap-trace-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("create cgroup {}: {e}", path.display()));
+        TestCgroup { path }
+    }
+
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.path.display()));
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

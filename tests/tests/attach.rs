@@ -1,63 +1,19 @@
-//! `--pid`: attach to a running process the test started.
-
-use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+//! Attaching to running processes the test started: `--pid` (with existing
+//! and new children), `--cgroup` (members and processes that move in).
 
 use mmap_trace_tests::{
-    PAGE, Report, assert_nothing_attached, fixture, mmap_trace_bin, require_root, serial, sum,
-    wait_with_timeout,
+    PAGE, Report, TestCgroup, Tracing, Waiting, assert_nothing_attached, fixture, require_root,
+    serial, sum,
 };
 
 #[test]
 fn pid_of_a_running_process_is_traced_from_attach_on() {
     let _serial = serial();
     require_root();
-    let mut waiter = Command::new(fixture("waiter"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the waiter fixture");
-    let mut waiter_out = BufReader::new(waiter.stdout.take().unwrap());
-    let mut line = String::new();
-    waiter_out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
-
-    let mut tracer = Command::new(mmap_trace_bin())
-        .args([
-            "record",
-            "--format",
-            "json",
-            "--pid",
-            &waiter.id().to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mmap-trace");
-    // mmap-trace says on stderr when it is attached.
-    let mut stderr = tracer.stderr.take().unwrap();
-    let mut said = Vec::new();
-    let started = Instant::now();
-    while !String::from_utf8_lossy(&said).contains("tracing pid") {
-        let mut byte = [0u8; 1];
-        if stderr.read(&mut byte).unwrap() == 0 || started.elapsed() > Duration::from_secs(60) {
-            panic!(
-                "mmap-trace did not attach: {}",
-                String::from_utf8_lossy(&said)
-            );
-        }
-        said.push(byte[0]);
-    }
-    tracer.stderr = Some(stderr);
-
-    waiter.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    assert!(waiter.wait().unwrap().success());
-    let run = wait_with_timeout(tracer);
-    assert!(run.status.success(), "mmap-trace failed: {}", run.stderr);
-    let report: Report = run.report();
+    let waiter = Waiting::start(&fixture("waiter"), &[] as &[&str]);
+    let tracing = Tracing::start(&["--pid", &waiter.pid().to_string()]);
+    waiter.go_and_wait();
+    let report: Report = tracing.finish().report();
     assert_eq!(report.get("stopped_by"), "target exit");
 
     let maps = report.stacks_through("waiter_map");
@@ -68,5 +24,105 @@ fn pid_of_a_running_process_is_traced_from_attach_on() {
     assert!(report.u64("totals.preexisting_bytes") >= 2 * PAGE);
     assert_eq!(report.u64("totals.preexisting_unmapped_bytes"), 2 * PAGE);
     assert_eq!(report.u64("totals.unknown_unmapped_bytes"), 0);
+    assert_nothing_attached();
+}
+
+#[test]
+fn pid_follows_existing_and_new_children() {
+    let _serial = serial();
+    require_root();
+    let tree = Waiting::start(&fixture("tree"), &[] as &[&str]);
+    let parent = tree.pid();
+    let tracing = Tracing::start(&["--pid", &parent.to_string()]);
+    tree.go_and_wait();
+    let report = tracing.finish().report();
+
+    let early = report.stacks_through("early_child_map");
+    assert_eq!(
+        sum(&early, "mapped_bytes"),
+        4 * PAGE,
+        "the child that existed at attach"
+    );
+    let children = report.stacks_through("child_map");
+    assert_eq!(sum(&children, "mmap_calls"), 2);
+    assert_eq!(sum(&children, "mapped_bytes"), 6 * PAGE);
+    let mut pids: Vec<u64> = children
+        .iter()
+        .flat_map(|s| {
+            s["pids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_u64().unwrap())
+        })
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 2, "two new children");
+    for pid in pids {
+        let target = report.target(pid as u32).expect("a traced child");
+        assert_eq!(target["parent_pid"], parent);
+    }
+    assert_eq!(
+        sum(&report.stacks_through("parent_map"), "mapped_bytes"),
+        2 * PAGE
+    );
+    assert_eq!(report.0["targets"].as_array().unwrap().len(), 4);
+    assert_nothing_attached();
+}
+
+#[test]
+fn cgroup_members_and_newcomers_are_traced_and_nobody_else() {
+    let _serial = serial();
+    require_root();
+    let cgroup = TestCgroup::create("attach");
+    let member = Waiting::start(&fixture("waiter"), &[] as &[&str]);
+    cgroup.add(member.pid());
+    let outsider = Waiting::start(&fixture("waiter"), &[] as &[&str]);
+    let newcomer = Waiting::start(&fixture("waiter"), &[] as &[&str]);
+    let (member_pid, outsider_pid, newcomer_pid) = (member.pid(), outsider.pid(), newcomer.pid());
+
+    let tracing = Tracing::start(&["--cgroup", cgroup.path.to_str().unwrap()]);
+    cgroup.add(newcomer_pid);
+    member.go_and_wait();
+    outsider.go_and_wait();
+    newcomer.go_and_wait();
+    tracing.interrupt();
+    let report = tracing.finish().report();
+    assert_eq!(report.get("stopped_by"), "SIGINT");
+
+    let maps = report.stacks_through("waiter_map");
+    let traced: Vec<u64> = maps
+        .iter()
+        .flat_map(|s| {
+            s["pids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_u64().unwrap())
+        })
+        .collect();
+    assert!(traced.contains(&u64::from(member_pid)), "the member");
+    assert!(
+        traced.contains(&u64::from(newcomer_pid)),
+        "the process that moved in ({newcomer_pid}): targets {}, stacks {:?}",
+        report.0["targets"],
+        maps.iter()
+            .map(|s| (&s["pids"], &s["mmap_calls"]))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !traced.contains(&u64::from(outsider_pid)),
+        "not the outsider"
+    );
+    assert_eq!(
+        sum(&maps, "mmap_calls"),
+        8,
+        "4 maps each from member and newcomer"
+    );
+    // The newcomer's early mapping was made before it joined: pre-existing.
+    assert_eq!(report.u64("totals.preexisting_unmapped_bytes"), 4 * PAGE);
+    assert_eq!(report.u64("totals.unknown_unmapped_bytes"), 0);
+    drop(cgroup);
     assert_nothing_attached();
 }
