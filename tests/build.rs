@@ -11,6 +11,28 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
     ("waiter", &["waiter.c"], &["-O0", "-fno-omit-frame-pointer"]),
     ("tree", &["tree.c"], &["-O0", "-fno-omit-frame-pointer"]),
     (
+        "resident",
+        &["resident.c"],
+        &["-O0", "-fno-omit-frame-pointer"],
+    ),
+    ("libleak.so", &["libleak.c"], &["-O2", "-fPIC", "-shared"]),
+    (
+        "libbalanced.so",
+        &["libbalanced.c"],
+        &["-O2", "-fPIC", "-shared"],
+    ),
+    (
+        "growth",
+        &["growth.c"],
+        &[
+            "-O2",
+            "-L@OUT",
+            "-l:libleak.so",
+            "-l:libbalanced.so",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    ),
+    (
         "ucx",
         &["ucx.c"],
         &["-O0", "-fno-omit-frame-pointer", "-ldl"],

@@ -90,6 +90,16 @@ pub struct RecordArgs {
     #[arg(long = "interposer", value_name = "NAME")]
     pub interposers: Vec<String>,
 
+    /// How often to sample live bytes per object and the processes' RSS
+    /// (the report's timeline).
+    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// More known patterns (JSON, as mmap-trace/data/patterns.json) that turn
+    /// a growth verdict into hints (repeatable).
+    #[arg(long = "patterns", value_name = "FILE")]
+    pub patterns: Vec<PathBuf>,
+
     /// How many stacks the text report shows.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,

@@ -91,6 +91,8 @@ pub struct Collector {
     pub bytes: ByteTotals,
     pub first_event_ns: Option<u64>,
     pub last_event_ns: u64,
+    /// What the last event did to each stack's live bytes.
+    deltas: Vec<(StackId, i64)>,
 }
 
 impl Collector {
@@ -116,11 +118,14 @@ impl Collector {
         self.processes.values()
     }
 
+    /// Live-byte changes, by stack, of the last event handled.
+    pub fn last_deltas(&self) -> &[(StackId, i64)] {
+        &self.deltas
+    }
+
     pub fn handle(&mut self, event: Event) {
-        let time = match &event {
-            Event::Syscall(e) => e.time_ns,
-            Event::Exec(e) | Event::Exit(e) | Event::Fork(e) | Event::Join(e) => e.time_ns,
-        };
+        self.deltas.clear();
+        let time = event.time_ns();
         self.first_event_ns.get_or_insert(time);
         self.last_event_ns = self.last_event_ns.max(time);
         match event {
@@ -213,6 +218,9 @@ impl Collector {
         };
         self.stacks.stats_mut(stack).mapped_bytes += change.mapped;
         self.bytes.mapped += change.mapped;
+        if change.mapped > 0 {
+            self.deltas.push((stack, change.mapped as i64));
+        }
         if before_seed {
             self.reconcile_with_seed(change);
         } else {
@@ -244,6 +252,7 @@ impl Collector {
                 Origin::Traced(id) => {
                     self.stacks.stats_mut(id).unmapped_bytes += bytes;
                     self.bytes.unmapped += bytes;
+                    self.deltas.push((id, -(bytes as i64)));
                 }
                 Origin::PreExisting => self.bytes.preexisting_unmapped += bytes,
             }

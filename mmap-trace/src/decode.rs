@@ -21,6 +21,16 @@ pub enum Event {
     Join(ProcessEvent),
 }
 
+impl Event {
+    /// When it happened (CLOCK_MONOTONIC ns).
+    pub fn time_ns(&self) -> u64 {
+        match self {
+            Event::Syscall(e) => e.time_ns,
+            Event::Exec(e) | Event::Exit(e) | Event::Fork(e) | Event::Join(e) => e.time_ns,
+        }
+    }
+}
+
 /// One traced mmap, munmap or mremap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyscallEvent {

@@ -12,15 +12,18 @@ use crate::{
     attribute::Rules,
     cli::{Format, RecordArgs},
     collector::Collector,
+    growth::Thresholds,
     launch::{self, LaunchError},
     loader::{self, Tracer},
     modules::ModuleMaps,
+    patterns,
     perf_mmap::PerfRing,
     privileges,
     report::{self, ReportInputs},
     resolve,
     session::{self, RulesMap, Session, StopWhen, Watched},
     targets::{self, Selection},
+    trends::Trends,
     unwind::{self, copies::CopyUnwinder},
 };
 
@@ -107,12 +110,15 @@ async fn trace(
         unwind::Mode::Fp => None,
         mode => Some(CopyUnwinder::new(mode, RulesMap(tracer.take_rules()?))),
     };
+    let rules = Rules::new(&args.interposers);
+    let patterns = patterns::load(&args.patterns)?;
     let mut session = Session {
         events: tracer.take_events()?,
         perf: open_perf_rings()?,
         collector: Collector::default(),
         modules: ModuleMaps::default(),
         unwinder,
+        trends: Trends::new(rules.clone(), args.interval),
     };
     for pid in targets.all_pids() {
         // Trace first, then read the maps: a mapping made in between is
@@ -166,7 +172,6 @@ async fn trace(
         session.collector.stacks.len(),
         ending.reason
     );
-    let rules = Rules::new(&args.interposers);
     let resolved = resolve::resolve_all(&session.collector.stacks, &session.modules, &rules);
     let report = report::build(&ReportInputs {
         collector: &session.collector,
@@ -182,6 +187,11 @@ async fn trace(
             .as_ref()
             .map(|u| u.counts)
             .unwrap_or_default(),
+        resident: &session.trends.resident,
+        growth: session.trends.growth.fits(ending.time_ns),
+        thresholds: Thresholds::default(),
+        patterns: &patterns,
+        timeline: std::mem::take(&mut session.trends.timeline),
     });
     Ok(Traced {
         report,

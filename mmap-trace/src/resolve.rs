@@ -86,6 +86,27 @@ pub fn resolve_all(
         .collect()
 }
 
+/// Issuer and requester of one stack, without symbolizing it (cheap enough
+/// to do as stacks appear).
+pub fn attribute_raw(
+    raw: &RawStack,
+    time_ns: u64,
+    modules: &ModuleMaps,
+    rules: &Rules,
+    code: &mut CodeFiles,
+) -> Attribution {
+    let mut frames = place(raw, time_ns, modules, code);
+    let truncated = drop_astray_frames(&mut frames) || raw.truncated;
+    let objects: Vec<FrameObject<'_>> = frames
+        .iter()
+        .map(|f| match &f.object {
+            Some(object) => FrameObject::Known(object),
+            None => FrameObject::Unknown,
+        })
+        .collect();
+    rules.attribute(&objects, !truncated)
+}
+
 /// Places each frame in its object, recovering the wrapper's caller.
 fn place(raw: &RawStack, time_ns: u64, modules: &ModuleMaps, code: &mut CodeFiles) -> Vec<Frame> {
     let frame = |addr: u64, recovered: bool| {
@@ -181,7 +202,7 @@ fn lookup_offset(offset: u64) -> u64 {
 
 /// Object files opened on demand, to read code bytes.
 #[derive(Default)]
-struct CodeFiles {
+pub struct CodeFiles {
     files: HashMap<String, Option<File>>,
 }
 

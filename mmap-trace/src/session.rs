@@ -21,6 +21,7 @@ use crate::{
     modules::{Mapping, ModuleMaps},
     perf_mmap::{PerfRecord, PerfRing},
     procmaps,
+    trends::Trends,
     unwind::{copies::CopyUnwinder, learn::SlotWriter},
 };
 
@@ -43,6 +44,8 @@ pub struct Session {
     pub modules: ModuleMaps,
     /// Unwinds stack copies and teaches the kernel (CFI modes only).
     pub unwinder: Option<CopyUnwinder<RulesMap>>,
+    /// Growth fits and the time series.
+    pub trends: Trends,
 }
 
 /// The eBPF rule cache, written through the bpf syscall.
@@ -60,6 +63,8 @@ impl SlotWriter for RulesMap {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ending {
     pub reason: String,
+    /// When tracing stopped (CLOCK_MONOTONIC ns).
+    pub time_ns: u64,
     /// How the launched command ended, if there was one.
     pub command_status: Option<ExitStatus>,
 }
@@ -95,6 +100,7 @@ impl Session {
                 _ = tick.tick() => {
                     self.drain_events();
                     self.drain_perf();
+                    self.trends.sample_if_due(&self.collector, false);
                     if let Some(reason) = stopper.check() {
                         break reason;
                     }
@@ -109,12 +115,14 @@ impl Session {
         // Every record of an exited process was submitted before it exited.
         self.drain_events();
         self.drain_perf();
+        self.trends.sample_if_due(&self.collector, true);
         let command_status = match &stopper.stop.command {
             Some(command) => Some(launch::reap(command.pid)?),
             None => None,
         };
         Ok(Ending {
             reason,
+            time_ns: crate::loader::monotonic_ns(),
             command_status,
         })
     }
@@ -134,7 +142,10 @@ impl Session {
                         Event::Syscall(call) => self.unwind(call),
                         Event::Exit(_) => {}
                     }
+                    let time_ns = event.time_ns();
                     self.collector.handle(event);
+                    self.trends
+                        .on_event(&self.collector, &self.modules, time_ns);
                 }
                 Err(error) => {
                     log::warn!("dropping a malformed record: {error}");

@@ -96,6 +96,12 @@ impl StackTable {
         id
     }
 
+    /// The stack and the time it was first seen.
+    pub fn get(&self, id: StackId) -> (&RawStack, u64) {
+        let (stack, time) = &self.stacks[id.0 as usize];
+        (stack, *time)
+    }
+
     pub fn stats_mut(&mut self, id: StackId) -> &mut StackStats {
         &mut self.stats[id.0 as usize]
     }

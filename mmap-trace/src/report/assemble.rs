@@ -3,16 +3,19 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
-    Events, FrameRow, InlinedRow, ObjectRow, Report, SCHEMA, SizeRow, StackRow, Target, Totals,
-    TracerUsage, UNKNOWN, Unwinding,
+    Events, FrameRow, GrowthRow, InlinedRow, ObjectRow, Report, SCHEMA, SizeRow, StackRow, Target,
+    Totals, TracerUsage, UNKNOWN, Unwinding,
 };
 use crate::{
     collector::Collector,
     decode::StackSource,
+    growth::{Growing, Role, Thresholds},
     loader::KernelCounters,
     modules::ModuleMaps,
+    patterns::Pattern,
     resolve::{Frame, ResolvedStack},
     stacks::StackId,
+    timeline::Sample,
     unwind::copies::UnwindCounts,
 };
 
@@ -26,12 +29,19 @@ pub struct ReportInputs<'a> {
     pub stopped_by: String,
     pub unwinder: &'static str,
     pub unwinding: UnwindCounts,
+    /// Resident bytes per stack (see `trends`).
+    pub resident: &'a HashMap<StackId, u64>,
+    pub growth: Vec<Growing>,
+    pub thresholds: Thresholds,
+    pub patterns: &'a [Pattern],
+    pub timeline: Vec<Sample>,
 }
 
 pub fn build(inputs: &ReportInputs<'_>) -> Report {
     let collector = inputs.collector;
     let live = collector.live_by_stack();
     let stacks = merge_stacks(inputs, &live);
+    let growth = growth_rows(inputs, &stacks);
     let mut live_by_pid: BTreeMap<u32, u64> = BTreeMap::new();
     for (id, raw, _, _) in collector.stacks.iter() {
         if let Some((bytes, _)) = live.get(&id) {
@@ -91,6 +101,8 @@ pub fn build(inputs: &ReportInputs<'_>) -> Report {
         by_issuer: by_object(&stacks, |s| &s.issuer),
         by_requester: by_object(&stacks, |s| &s.requester),
         stacks,
+        growth,
+        timeline: inputs.timeline.clone(),
     }
 }
 
@@ -157,6 +169,7 @@ fn merge_stacks(inputs: &ReportInputs<'_>, live: &BTreeMap<StackId, (u64, u64)>)
             row.live_bytes += bytes;
             row.live_regions += regions;
         }
+        row.resident_bytes += inputs.resident.get(&id).copied().unwrap_or(0);
     }
     let mut rows: Vec<StackRow> = rows
         .into_values()
@@ -174,6 +187,52 @@ fn merge_stacks(inputs: &ReportInputs<'_>, live: &BTreeMap<StackId, (u64, u64)>)
             .then_with(|| frames_key(a).cmp(&frames_key(b)))
     });
     rows
+}
+
+/// Growth fits as rows, with resident bytes and the hints of matching
+/// patterns.
+fn growth_rows(inputs: &ReportInputs<'_>, stacks: &[StackRow]) -> Vec<GrowthRow> {
+    inputs
+        .growth
+        .iter()
+        .map(|growing| {
+            let of_object = |stack: &&StackRow| match growing.role {
+                Role::Issuer => stack.issuer == growing.object,
+                Role::Requester => stack.requester == growing.object,
+            };
+            let flagged = inputs.thresholds.flags(growing);
+            let mut row = GrowthRow {
+                object: growing.object.clone(),
+                role: match growing.role {
+                    Role::Issuer => "issuer",
+                    Role::Requester => "requester",
+                },
+                bytes_per_min: growing.fit.bytes_per_s * 60.0,
+                fit_r2: growing.fit.r2,
+                live_bytes: growing.live_bytes,
+                resident_bytes: stacks
+                    .iter()
+                    .filter(of_object)
+                    .map(|s| s.resident_bytes)
+                    .sum(),
+                flagged,
+                ..Default::default()
+            };
+            if flagged {
+                for pattern in inputs.patterns {
+                    let holds = stacks
+                        .iter()
+                        .filter(of_object)
+                        .any(|stack| stack.live_bytes > 0 && pattern.matches(stack));
+                    if holds {
+                        row.patterns.push(pattern.name.clone());
+                        row.hints.extend(pattern.hints.iter().cloned());
+                    }
+                }
+            }
+            row
+        })
+        .collect()
 }
 
 fn frames_key(row: &StackRow) -> Vec<(&str, u64)> {
@@ -223,6 +282,7 @@ fn by_object(stacks: &[StackRow], object: impl Fn(&StackRow) -> &String) -> Vec<
         row.unmapped_bytes += stack.unmapped_bytes;
         row.live_bytes += stack.live_bytes;
         row.live_regions += stack.live_regions;
+        row.resident_bytes += stack.resident_bytes;
     }
     let mut rows: Vec<ObjectRow> = rows.into_values().collect();
     rows.sort_by(|a, b| {
@@ -307,6 +367,11 @@ mod tests {
             stopped_by: "test".into(),
             unwinder: "fp",
             unwinding: UnwindCounts::default(),
+            resident: &HashMap::new(),
+            growth: Vec::new(),
+            thresholds: Thresholds::default(),
+            patterns: &[],
+            timeline: Vec::new(),
         });
         assert_eq!(report.totals.mapped_bytes, 5 * P);
         assert_eq!(report.totals.unmapped_bytes, 2 * P);

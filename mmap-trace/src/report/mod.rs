@@ -30,6 +30,8 @@ pub struct Report {
     /// The `--unwind` mode: "fp", "dwarf" or "auto".
     pub unwinder: &'static str,
     pub targets: Vec<Target>,
+    /// Who is growing: one entry per issuer and per requester, fastest first.
+    pub growth: Vec<GrowthRow>,
     pub events: Events,
     /// How many stacks the kernel unwound itself, and how many user space
     /// unwound from stack copies (auto/dwarf).
@@ -40,6 +42,28 @@ pub struct Report {
     pub by_issuer: Vec<ObjectRow>,
     pub by_requester: Vec<ObjectRow>,
     pub stacks: Vec<StackRow>,
+    /// Samples every `--interval`.
+    pub timeline: Vec<crate::timeline::Sample>,
+}
+
+/// One object's trend over the traced window.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct GrowthRow {
+    pub object: String,
+    /// "issuer" or "requester".
+    pub role: &'static str,
+    /// Least-squares slope of its live bytes, per minute.
+    pub bytes_per_min: f64,
+    /// How well the line fits (0 to 1).
+    pub fit_r2: f64,
+    pub live_bytes: i64,
+    /// Resident bytes in its live ranges (last sample of each process).
+    pub resident_bytes: u64,
+    /// A sustained climb the line explains: a leak.
+    pub flagged: bool,
+    /// What to try, from the known patterns that match its stacks.
+    pub hints: Vec<String>,
+    pub patterns: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -115,6 +139,7 @@ pub struct ObjectRow {
     pub unmapped_bytes: u64,
     pub live_bytes: u64,
     pub live_regions: u64,
+    pub resident_bytes: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -130,6 +155,7 @@ pub struct StackRow {
     pub unmapped_bytes: u64,
     pub live_bytes: u64,
     pub live_regions: u64,
+    pub resident_bytes: u64,
     pub pids: Vec<u32>,
     /// Successful calls by length (page-rounded), most frequent first.
     pub sizes: Vec<SizeRow>,

@@ -8,6 +8,7 @@ use super::{FrameRow, ObjectRow, Report, StackRow};
 pub fn render_text(report: &Report, top_stacks: usize) -> String {
     let mut out = String::new();
     header(&mut out, report);
+    growing(&mut out, report);
     targets(&mut out, report);
     totals(&mut out, report);
     table(
@@ -43,6 +44,45 @@ fn header(out: &mut String, report: &Report) {
     }
 }
 
+/// "Who is growing", first: the verdict.
+fn growing(out: &mut String, report: &Report) {
+    let flagged: Vec<_> = report.growth.iter().filter(|g| g.flagged).collect();
+    if flagged.is_empty() {
+        let _ = write!(out, "\nWho is growing: nothing grows steadily");
+        if let Some(fastest) = report.growth.first().filter(|g| g.bytes_per_min > 0.0) {
+            let _ = write!(
+                out,
+                " (fastest: {} {}, {}/min, fit r² {:.2})",
+                fastest.role,
+                basename(&fastest.object),
+                bytes(fastest.bytes_per_min as u64),
+                fastest.fit_r2
+            );
+        }
+        out.push('\n');
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nWho is growing (live bytes, least-squares over the traced window)"
+    );
+    for row in flagged {
+        let _ = writeln!(
+            out,
+            "  {:<9} {}  +{}/min (fit r² {:.2}), live {}, resident {}",
+            row.role,
+            row.object,
+            bytes(row.bytes_per_min as u64),
+            row.fit_r2,
+            bytes(row.live_bytes.max(0) as u64),
+            bytes(row.resident_bytes)
+        );
+        for hint in &row.hints {
+            let _ = writeln!(out, "            try: {hint}");
+        }
+    }
+}
+
 fn unwinder_name(unwinder: &str) -> &str {
     match unwinder {
         "fp" => "frame-pointer stacks",
@@ -74,6 +114,26 @@ fn targets(out: &mut String, report: &Report) {
     }
 }
 
+/// Resident memory at the last sample, and how much of it traced mappings
+/// hold.
+fn resident(out: &mut String, report: &Report) {
+    let Some(last) = report.timeline.last() else {
+        return;
+    };
+    for rss in &last.rss {
+        let _ = writeln!(
+            out,
+            "rss:    pid {} at {:.1} s: {} ({} anonymous: {} in traced mappings, {} not)",
+            rss.pid,
+            last.time_s,
+            bytes(rss.vm_rss),
+            bytes(rss.rss_anon),
+            bytes(rss.traced_resident),
+            bytes(rss.unexplained_anon)
+        );
+    }
+}
+
 fn totals(out: &mut String, report: &Report) {
     let e = &report.events;
     let t = &report.totals;
@@ -98,6 +158,7 @@ fn totals(out: &mut String, report: &Report) {
             u.in_kernel, u.from_copies, u.rules_taught
         );
     }
+    resident(out, report);
     if t.preexisting_bytes > 0 || t.unknown_unmapped_bytes > 0 {
         let _ = writeln!(
             out,
@@ -274,6 +335,16 @@ mod tests {
             unwinder: "fp",
             unwinding: Default::default(),
             tracer: Default::default(),
+            growth: vec![crate::report::GrowthRow {
+                object: "/x/liblab.so".into(),
+                role: "issuer",
+                bytes_per_min: 3.0 * 1048576.0,
+                fit_r2: 0.98,
+                flagged: true,
+                hints: vec!["set X=1".into()],
+                ..Default::default()
+            }],
+            timeline: vec![],
             targets: vec![Target {
                 pid: 42,
                 parent_pid: None,

@@ -1,0 +1,164 @@
+//! Known patterns: rules that turn a growth verdict into a hint. The
+//! built-in ones live in `data/patterns.json` (versioned with the code);
+//! `--patterns FILE` adds more in the same format.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{attribute::stem, report::StackRow};
+
+const BUILTIN: &str = include_str!("../data/patterns.json");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternFile {
+    version: u32,
+    patterns: Vec<Pattern>,
+}
+
+/// One rule: every condition given must hold for a stack of the growing
+/// object.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pattern {
+    pub name: String,
+    #[serde(default)]
+    pub about: String,
+    /// Soname stem of the issuer.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Soname stem of the requester.
+    #[serde(default)]
+    pub requester: Option<String>,
+    /// Some frame's function starts with one of these.
+    #[serde(default)]
+    pub frame_symbols: Vec<String>,
+    pub hints: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: version {version} is not supported (this mmap-trace reads version 1)")]
+    Version { path: String, version: u32 },
+}
+
+fn parse(text: &str, path: &str) -> Result<Vec<Pattern>, PatternError> {
+    let file: PatternFile = serde_json::from_str(text).map_err(|source| PatternError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    if file.version != 1 {
+        return Err(PatternError::Version {
+            path: path.to_owned(),
+            version: file.version,
+        });
+    }
+    Ok(file.patterns)
+}
+
+/// The built-in patterns, then those of `extra` files.
+pub fn load(extra: &[impl AsRef<Path>]) -> Result<Vec<Pattern>, PatternError> {
+    let mut patterns = parse(BUILTIN, "data/patterns.json")?;
+    for path in extra {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PatternError::Read {
+            path: name.clone(),
+            source,
+        })?;
+        patterns.extend(parse(&text, &name)?);
+    }
+    Ok(patterns)
+}
+
+impl Pattern {
+    pub fn matches(&self, stack: &StackRow) -> bool {
+        let object_is = |wanted: &Option<String>, object: &str| {
+            wanted.as_deref().is_none_or(|w| stem(object) == w)
+        };
+        object_is(&self.issuer, &stack.issuer)
+            && object_is(&self.requester, &stack.requester)
+            && (self.frame_symbols.is_empty()
+                || stack.frames.iter().any(|frame| {
+                    frame.symbol.as_deref().is_some_and(|symbol| {
+                        self.frame_symbols
+                            .iter()
+                            .any(|p| symbol.starts_with(p.as_str()))
+                    })
+                }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::FrameRow;
+
+    fn stack(issuer: &str, symbols: &[&str]) -> StackRow {
+        StackRow {
+            issuer: issuer.into(),
+            requester: "/usr/lib/libucs.so.0".into(),
+            frames: symbols
+                .iter()
+                .map(|s| FrameRow {
+                    symbol: Some(s.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_builtin_ucx_rule_wants_libucm_and_the_registration_cache() {
+        let patterns = load(&[] as &[&str]).unwrap();
+        let ucx = patterns
+            .iter()
+            .find(|p| p.name == "ucx-registration-cache")
+            .unwrap();
+        let ucm = "/venv/ucx.libs/libucm-f6ca5dec.so.0.0.0";
+        assert!(ucx.matches(&stack(
+            ucm,
+            &["syscall", "ucm_mmap", "ucs_rcache_create_region"]
+        )));
+        assert!(!ucx.matches(&stack(ucm, &["syscall", "ucm_mmap", "main"])));
+        assert!(!ucx.matches(&stack("/usr/lib/libfoo.so", &["ucs_rcache_get"])));
+        assert!(
+            ucx.hints
+                .iter()
+                .any(|h| h.contains("UCX_RCACHE_MAX_UNRELEASED"))
+        );
+        assert!(
+            ucx.hints
+                .iter()
+                .any(|h| h.contains("UCX_MEM_MMAP_HOOK_MODE=none"))
+        );
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        assert!(matches!(
+            parse("{", "x.json"),
+            Err(PatternError::Parse { .. })
+        ));
+        assert!(matches!(
+            parse(r#"{"version": 2, "patterns": []}"#, "x.json"),
+            Err(PatternError::Version { version: 2, .. })
+        ));
+        assert!(matches!(
+            load(&["/nonexistent/patterns.json"]),
+            Err(PatternError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,128 @@
+//! Following live bytes over time while tracing: each stack's issuer and
+//! requester are worked out when the stack first appears, every change is
+//! fed to the growth fits, and a sample is taken every `--interval`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use crate::{
+    attribute::{Attribution, Rules},
+    collector::Collector,
+    growth::{GrowthTracker, Role},
+    ledger::Origin,
+    loader::monotonic_ns,
+    modules::ModuleMaps,
+    report::UNKNOWN,
+    residency::Pagemap,
+    resolve::{CodeFiles, attribute_raw},
+    stacks::StackId,
+    timeline::{self, Sample},
+};
+
+pub struct Trends {
+    pub growth: GrowthTracker,
+    pub timeline: Vec<Sample>,
+    rules: Rules,
+    interval_ns: u64,
+    next_sample_ns: u64,
+    started_ns: u64,
+    attribution: HashMap<StackId, Attribution>,
+    code: CodeFiles,
+    /// Resident bytes in each stack's live ranges, at the last sample its
+    /// process was alive for.
+    pub resident: HashMap<StackId, u64>,
+}
+
+impl Trends {
+    pub fn new(rules: Rules, interval: Duration) -> Self {
+        let now = monotonic_ns();
+        Trends {
+            // The fits' window opens at the first event.
+            growth: GrowthTracker::default(),
+            timeline: Vec::new(),
+            rules,
+            interval_ns: interval.as_nanos() as u64,
+            next_sample_ns: now,
+            started_ns: now,
+            attribution: HashMap::new(),
+            code: CodeFiles::default(),
+            resident: HashMap::new(),
+        }
+    }
+
+    /// Feeds the live-byte changes of the event the collector just handled.
+    pub fn on_event(&mut self, collector: &Collector, modules: &ModuleMaps, time_ns: u64) {
+        for &(id, delta) in collector.last_deltas() {
+            let attribution = self.attribution.entry(id).or_insert_with(|| {
+                let (raw, seen) = collector.stacks.get(id);
+                attribute_raw(raw, seen, modules, &self.rules, &mut self.code)
+            });
+            let issuer = attribution.issuer.as_deref().unwrap_or(UNKNOWN);
+            let requester = attribution.requester.as_deref().unwrap_or(UNKNOWN);
+            self.growth.change(time_ns, Role::Issuer, issuer, delta);
+            self.growth
+                .change(time_ns, Role::Requester, requester, delta);
+        }
+    }
+
+    /// Takes a sample if one is due (and always when `force`).
+    pub fn sample_if_due(&mut self, collector: &Collector, force: bool) {
+        let now = monotonic_ns();
+        if now < self.next_sample_ns && !force {
+            return;
+        }
+        self.next_sample_ns = now + self.interval_ns;
+        let live: Vec<u32> = collector
+            .processes()
+            .filter(|p| !p.exited())
+            .map(|p| p.pid)
+            .collect();
+        let traced_resident = self.measure_residency(collector, &live);
+        let mut sample = timeline::sample(
+            (now - self.started_ns) as f64 / 1e9,
+            &self.growth,
+            collector.bytes.mapped,
+            collector.bytes.unmapped,
+            live.iter().copied(),
+        );
+        for rss in &mut sample.rss {
+            rss.traced_resident = traced_resident.get(&rss.pid).copied().unwrap_or(0);
+            rss.unexplained_anon = rss.rss_anon.saturating_sub(rss.traced_resident);
+        }
+        self.timeline.push(sample);
+    }
+
+    /// Resident bytes per stack in the live ranges of running processes
+    /// (stacks of exited processes keep their last figure); returns the
+    /// traced resident bytes per process.
+    fn measure_residency(&mut self, collector: &Collector, live: &[u32]) -> HashMap<u32, u64> {
+        let live_pids: HashSet<u32> = live.iter().copied().collect();
+        self.resident
+            .retain(|id, _| !live_pids.contains(&collector.stacks.get(*id).0.pid));
+        let mut per_process = HashMap::new();
+        for process in collector.processes().filter(|p| live_pids.contains(&p.pid)) {
+            let Some(pagemap) = Pagemap::open(process.pid) else {
+                continue;
+            };
+            let mut total = 0;
+            for region in process.space.regions() {
+                let Origin::Traced(id) = region.origin else {
+                    continue;
+                };
+                let Some(bytes) = pagemap.resident_bytes(region.start, region.end) else {
+                    break;
+                };
+                *self.resident.entry(id).or_default() += bytes;
+                total += bytes;
+            }
+            per_process.insert(process.pid, total);
+        }
+        per_process
+    }
+
+    pub fn started_ns(&self) -> u64 {
+        self.started_ns
+    }
+}
