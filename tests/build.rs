@@ -15,6 +15,11 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
         &["resident.c"],
         &["-O0", "-fno-omit-frame-pointer"],
     ),
+    (
+        "heapshm",
+        &["heapshm.c"],
+        &["-O0", "-fno-omit-frame-pointer"],
+    ),
     ("libleak.so", &["libleak.c"], &["-O2", "-fPIC", "-shared"]),
     (
         "libbalanced.so",

@@ -28,7 +28,21 @@ pub mod kind {
 pub mod nr {
     pub const MMAP: u64 = 9;
     pub const MUNMAP: u64 = 11;
+    pub const BRK: u64 = 12;
     pub const MREMAP: u64 = 25;
+    pub const SHMAT: u64 = 30;
+    pub const SHMDT: u64 = 67;
+}
+
+/// Bits of the `SYSCALLS` global: which families are traced.
+pub mod families {
+    /// mmap, munmap, mremap.
+    pub const MMAP: u32 = 1;
+    /// brk (the heap).
+    pub const BRK: u32 = 2;
+    /// shmat, shmdt (System V shared memory).
+    pub const SHM: u32 = 4;
+    pub const ALL: u32 = MMAP | BRK | SHM;
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.
@@ -96,6 +110,8 @@ pub struct SyscallRecord {
     pub resume_ip: u64,
     pub resume_sp: u64,
     pub resume_bp: u64,
+    /// shmat: the size of the mapping it made (its VMA), 0 otherwise.
+    pub mapped_size: u64,
 }
 
 /// Most bytes of user stack copied into one record.
@@ -198,7 +214,7 @@ mod tests {
         assert_eq!(offset_of!(SyscallRecord, asid), 120);
         assert_eq!(offset_of!(SyscallRecord, window_bytes), 136);
         assert_eq!(offset_of!(SyscallRecord, resume_ip), 144);
-        assert_eq!(size_of::<SyscallRecord>(), 168);
+        assert_eq!(size_of::<SyscallRecord>(), 176);
         assert_eq!(size_of::<ProcessRecord>(), 48);
         assert_eq!(size_of::<RuleSlot>(), 32);
     }

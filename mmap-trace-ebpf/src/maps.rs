@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use mmap_trace_common::{MAX_RECORD_DATA, RULE_SLOTS, RuleSlot, SyscallRecord, counter};
+use mmap_trace_common::{MAX_RECORD_DATA, RULE_SLOTS, RuleSlot, SyscallRecord, counter, families};
 
 use crate::unwind::NEAR_BYTES;
 
@@ -16,6 +16,10 @@ pub static TRACER_TGID: Global<u32> = Global::new(0);
 /// Pending bytes in EVENTS past which a record wakes the reader.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: Global<u32> = Global::new(1 << 20);
+
+/// Which syscall families are traced (`mmap_trace_common::families`).
+#[unsafe(no_mangle)]
+pub static SYSCALLS: Global<u32> = Global::new(families::ALL);
 
 /// 0: frame pointers (`bpf_get_stack`); 1: CFI rules, else a stack copy.
 #[unsafe(no_mangle)]

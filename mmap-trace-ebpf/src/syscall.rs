@@ -1,19 +1,23 @@
 //! The syscall exit program: one record per traced mmap, munmap or mremap.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+        generated::{bpf_find_vma, bpf_get_current_task_btf},
     },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use mmap_trace_common::{
-    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, flags, kind, nr, unwind,
+    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, families, flags, kind, nr, unwind,
 };
 
 use crate::{
-    maps::{EVENTS, SCRATCH, Scratch, UNWIND_MODE, WAKEUP_BYTES, bump},
+    maps::{EVENTS, SCRATCH, SYSCALLS, Scratch, UNWIND_MODE, WAKEUP_BYTES, bump},
     process::traced_asid,
     regs::PtRegs,
     unwind::{Unwound, copy_stack_window, read_near_stack, unwind_with_rules, walk_frame_pointers},
@@ -21,7 +25,13 @@ use crate::{
 
 #[inline(always)]
 fn is_mapping_call(id: u64) -> bool {
-    id == nr::MMAP || id == nr::MUNMAP || id == nr::MREMAP
+    let family = match id {
+        nr::MMAP | nr::MUNMAP | nr::MREMAP => families::MMAP,
+        nr::BRK => families::BRK,
+        nr::SHMAT | nr::SHMDT => families::SHM,
+        _ => return false,
+    };
+    SYSCALLS.load() & family != 0
 }
 
 /// `sys_exit(regs, ret)`. Everything is read at exit: x86_64 syscalls
@@ -80,9 +90,17 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
             resume_ip: 0,
             resume_sp: 0,
             resume_bp: 0,
+            mapped_size: 0,
         };
         read_near_stack(regs.sp, near)
     };
+    if id == nr::SHMAT {
+        let ret: i64 = ctx.arg(1);
+        if ret > 0 {
+            // SAFETY: as above.
+            unsafe { (*scratch).record.mapped_size = vma_size(ret as u64) };
+        }
+    }
     let mut wake = false;
     let data_bytes = if UNWIND_MODE.load() == 0 {
         // SAFETY: as above.
@@ -141,6 +159,36 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
     };
     if EVENTS.output::<[u8]>(bytes, flags).is_err() {
         bump(counter::LOST_RECORDS);
+    }
+    0
+}
+
+/// The size of the current task's VMA that contains `address`, or 0.
+#[inline(always)]
+fn vma_size(address: u64) -> u64 {
+    let mut size: u64 = 0;
+    // SAFETY: the callback and its context are valid for the call; the task
+    // pointer comes from the kernel.
+    unsafe {
+        bpf_find_vma(
+            bpf_get_current_task_btf(),
+            address,
+            vma_size_callback as *mut c_void,
+            (&raw mut size).cast(),
+            0,
+        )
+    };
+    size
+}
+
+/// `vm_start` and `vm_end` open `struct vm_area_struct`.
+#[inline(never)]
+extern "C" fn vma_size_callback(_task: *mut c_void, vma: *mut c_void, context: *mut c_void) -> i64 {
+    // SAFETY: the kernel passes a valid VMA and our context.
+    unsafe {
+        let bounds = vma.cast::<u64>();
+        let (start, end) = (core::ptr::read(bounds), core::ptr::read(bounds.add(1)));
+        *context.cast::<u64>() = end.wrapping_sub(start);
     }
     0
 }

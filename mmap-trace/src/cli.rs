@@ -104,6 +104,16 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
 
+    /// Which calls to trace: mmap (mmap, munmap, mremap), brk (the heap),
+    /// shm (System V shmat/shmdt). Comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "mmap,brk,shm"
+    )]
+    pub syscalls: Vec<Family>,
+
     /// How stacks are unwound. auto and dwarf use the objects' call-frame
     /// information (.eh_frame), so stacks go through code built without frame
     /// pointers (most distributions' libraries); fp is cheapest and stops there.
@@ -124,6 +134,31 @@ pub struct RecordArgs {
     /// The command to start and trace, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Family {
+    /// mmap, munmap, mremap.
+    Mmap,
+    /// brk: heap growth and shrinking.
+    Brk,
+    /// shmat, shmdt: System V shared memory.
+    Shm,
+}
+
+impl Family {
+    /// The families as the eBPF side's bit mask.
+    pub fn mask(families: &[Family]) -> u32 {
+        use mmap_trace_common::families as bits;
+        families
+            .iter()
+            .map(|f| match f {
+                Family::Mmap => bits::MMAP,
+                Family::Brk => bits::BRK,
+                Family::Shm => bits::SHM,
+            })
+            .fold(0, |mask, bit| mask | bit)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -220,6 +255,10 @@ mod tests {
         assert_eq!(args.buffer_size, 16);
         assert!(Cli::try_parse_from(["mmap-trace", "record", "--buffer-size", "3"]).is_err());
         assert_eq!(args.unwind, unwind::Mode::Auto);
+        assert_eq!(
+            Family::mask(&args.syscalls),
+            mmap_trace_common::families::ALL
+        );
         assert_eq!(args.stack_bytes, 32 * 1024);
     }
 

@@ -16,6 +16,9 @@ pub struct EventCounts {
     pub mmap: u64,
     pub munmap: u64,
     pub mremap: u64,
+    pub brk: u64,
+    pub shmat: u64,
+    pub shmdt: u64,
     /// Calls that returned an error (never applied to the ledger).
     pub failed: u64,
     /// Records the kernel could not deliver (ring buffer full, entry map
@@ -47,6 +50,46 @@ pub enum Ending {
     },
 }
 
+/// What a successful call did to its process's address space, and the
+/// length to count in its stack's sizes.
+fn apply(process: &mut Process, call: &Call, ret: u64, origin: Origin) -> (Change, Option<u64>) {
+    let space = &mut process.space;
+    match *call {
+        Call::Mmap { len, .. } => (space.map(ret, len, origin), Some(len)),
+        Call::Munmap { addr, len } => (space.unmap(addr, len), Some(len)),
+        Call::Mremap {
+            old_addr,
+            old_len,
+            new_len,
+            flags,
+            ..
+        } => (
+            space.remap(old_addr, old_len, new_len, flags, ret, origin),
+            Some(new_len),
+        ),
+        Call::Brk { requested } => {
+            let previous = process.brk.replace(ret);
+            let (Some(previous), true) = (previous, requested != 0) else {
+                // brk(0) asks; a first break we cannot compare with.
+                return (Change::default(), None);
+            };
+            let (old_end, new_end) = (page_round_up(previous), page_round_up(ret));
+            if new_end > old_end {
+                let change = space.map(old_end, new_end - old_end, origin);
+                (change, Some(new_end - old_end))
+            } else {
+                let change = space.unmap(new_end, old_end - new_end);
+                (change, Some(old_end - new_end))
+            }
+        }
+        Call::Shmat { size, .. } => (space.map(ret, size, origin), Some(size)),
+        Call::Shmdt { addr } => {
+            let length = space.region_at(addr).map_or(0, |r| r.len());
+            (space.unmap(addr, length), Some(length))
+        }
+    }
+}
+
 /// One traced process (one pid; an exec starts a new generation).
 #[derive(Clone, Debug)]
 pub struct Process {
@@ -61,6 +104,8 @@ pub struct Process {
     pub preexisting_live_at_exit: u64,
     /// When its mappings were read from /proc (attach, or joining a cgroup).
     pub seeded_at_ns: Option<u64>,
+    /// The program break, once known (brk(0), or [heap] at attach).
+    pub brk: Option<u64>,
 }
 
 impl Process {
@@ -75,6 +120,7 @@ impl Process {
             space: AddressSpace::default(),
             preexisting_live_at_exit: 0,
             seeded_at_ns: None,
+            brk: None,
         }
     }
 
@@ -152,6 +198,9 @@ impl Collector {
             Call::Mmap { .. } => self.counts.mmap += 1,
             Call::Munmap { .. } => self.counts.munmap += 1,
             Call::Mremap { .. } => self.counts.mremap += 1,
+            Call::Brk { .. } => self.counts.brk += 1,
+            Call::Shmat { .. } => self.counts.shmat += 1,
+            Call::Shmdt { .. } => self.counts.shmdt += 1,
         }
         if event.stack_error != 0 {
             self.counts.stack_errors += 1;
@@ -178,11 +227,7 @@ impl Collector {
             event.time_ns,
         );
         let stats = self.stacks.stats_mut(stack);
-        match event.call {
-            Call::Mmap { .. } => stats.mmap_calls += 1,
-            Call::Munmap { .. } => stats.munmap_calls += 1,
-            Call::Mremap { .. } => stats.mremap_calls += 1,
-        }
+        stats.count_call(&event.call);
         if failed {
             stats.failed_calls += 1;
             self.counts.failed += 1;
@@ -197,25 +242,13 @@ impl Collector {
             .process(event.pid, event.time_ns)
             .seeded_at_ns
             .is_some_and(|seeded| event.time_ns < seeded);
-        let length = match event.call {
-            Call::Mmap { len, .. } | Call::Munmap { len, .. } => len,
-            Call::Mremap { new_len, .. } => new_len,
-        };
-        self.stacks
-            .stats_mut(stack)
-            .count_size(event.call.name(), page_round_up(length));
-        let space = &mut self.process(event.pid, event.time_ns).space;
-        let change = match event.call {
-            Call::Mmap { len, .. } => space.map(ret, len, origin),
-            Call::Munmap { addr, len } => space.unmap(addr, len),
-            Call::Mremap {
-                old_addr,
-                old_len,
-                new_len,
-                flags,
-                ..
-            } => space.remap(old_addr, old_len, new_len, flags, ret, origin),
-        };
+        let process = self.process(event.pid, event.time_ns);
+        let (change, length) = apply(process, &event.call, ret, origin);
+        if let Some(length) = length {
+            self.stacks
+                .stats_mut(stack)
+                .count_size(event.call.name(), page_round_up(length));
+        }
         self.stacks.stats_mut(stack).mapped_bytes += change.mapped;
         self.bytes.mapped += change.mapped;
         if change.mapped > 0 {
@@ -226,6 +259,11 @@ impl Collector {
         } else {
             self.account_released(&change);
         }
+    }
+
+    /// Sets what a process's program break is, when seeding finds [heap].
+    pub fn seed_brk(&mut self, pid: u32, brk: u64) {
+        self.process(pid, 0).brk.get_or_insert(brk);
     }
 
     fn reconcile_with_seed(&mut self, mut change: Change) {
@@ -461,6 +499,36 @@ mod tests {
             c.live_by_stack().into_values().collect::<Vec<_>>(),
             vec![(2 * P, 1)]
         );
+    }
+
+    #[test]
+    fn brk_grows_and_shrinks_the_heap() {
+        let mut c = Collector::default();
+        let brk = |requested: u64, ret: u64| syscall(7, Call::Brk { requested }, ret as i64, &[1]);
+        c.handle(brk(0, 0x50000)); // the query
+        c.handle(brk(0x50000 + 3 * P, 0x50000 + 3 * P));
+        c.handle(brk(0x50000 + P, 0x50000 + P));
+        c.handle(brk(0x9_0000_0000, 0x50000 + P)); // refused: the old break
+        assert_eq!(c.counts.brk, 4);
+        assert_eq!(c.counts.failed, 1);
+        assert_eq!(c.bytes.mapped, 3 * P);
+        assert_eq!(c.bytes.unmapped, 2 * P);
+        assert_eq!(c.processes().next().unwrap().space.live_bytes(), P);
+    }
+
+    #[test]
+    fn shmdt_releases_the_whole_attachment() {
+        let mut c = Collector::default();
+        let attach = Call::Shmat {
+            shmid: 3,
+            addr: 0,
+            flags: 0,
+            size: 5 * P,
+        };
+        c.handle(syscall(7, attach, 0x70000, &[1]));
+        c.handle(syscall(7, Call::Shmdt { addr: 0x70000 }, 0, &[2]));
+        assert_eq!(c.bytes.mapped, 5 * P);
+        assert_eq!(c.bytes.unmapped, 5 * P);
     }
 
     #[test]

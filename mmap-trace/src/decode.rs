@@ -100,6 +100,22 @@ pub enum Call {
         flags: u32,
         new_addr: u64,
     },
+    /// brk(requested); the result is the new program break (the old one
+    /// when the request failed; brk(0) only asks).
+    Brk {
+        requested: u64,
+    },
+    /// shmat; `size` is the mapping it made (its VMA, measured in the
+    /// kernel at exit).
+    Shmat {
+        shmid: i32,
+        addr: u64,
+        flags: u32,
+        size: u64,
+    },
+    Shmdt {
+        addr: u64,
+    },
 }
 
 impl Call {
@@ -108,6 +124,9 @@ impl Call {
             Call::Mmap { .. } => "mmap",
             Call::Munmap { .. } => "munmap",
             Call::Mremap { .. } => "mremap",
+            Call::Brk { .. } => "brk",
+            Call::Shmat { .. } => "shmat",
+            Call::Shmdt { .. } => "shmdt",
         }
     }
 }
@@ -135,9 +154,13 @@ impl SyscallEvent {
         }
     }
 
-    /// Did the call fail (MAP_FAILED / -errno)?
+    /// Did the call fail (MAP_FAILED / -errno; for brk, a break other than
+    /// the one asked for)?
     pub fn failed(&self) -> bool {
-        (-4095..0).contains(&self.ret)
+        match self.call {
+            Call::Brk { requested } => requested != 0 && self.ret as u64 != requested,
+            _ => (-4095..0).contains(&self.ret),
+        }
     }
 }
 
@@ -277,6 +300,14 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
             flags: arg(3) as u32,
             new_addr: arg(4),
         },
+        nr::BRK => Call::Brk { requested: arg(0) },
+        nr::SHMAT => Call::Shmat {
+            shmid: arg(0) as i32,
+            addr: arg(1),
+            flags: arg(2) as u32,
+            size: fields.u64(offset_of!(SyscallRecord, mapped_size)),
+        },
+        nr::SHMDT => Call::Shmdt { addr: arg(0) },
         _ => return Err(DecodeError::UnknownSyscall(number)),
     };
     let stack = (0..frames as usize)

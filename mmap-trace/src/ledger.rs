@@ -176,6 +176,11 @@ impl AddressSpace {
         change
     }
 
+    /// The live region that starts at `start`, if any.
+    pub fn region_at(&self, start: u64) -> Option<&Region> {
+        self.regions.get(&start)
+    }
+
     /// Live regions in address order.
     pub fn regions(&self) -> impl Iterator<Item = &Region> {
         self.regions.values()

@@ -35,6 +35,8 @@ pub struct Config {
     pub stack_bytes: u32,
     /// A cgroup v2 to trace: (id, depth in the hierarchy).
     pub cgroup: Option<(u64, u32)>,
+    /// Syscall families to trace (`mmap_trace_common::families` bits).
+    pub syscalls: u32,
     /// Forward the eBPF side's log.
     pub verbose: bool,
 }
@@ -69,6 +71,7 @@ impl Tracer {
             .override_global("WAKEUP_BYTES", &(config.ring_bytes / 8), true)
             .override_global("UNWIND_MODE", &unwind_mode, true)
             .override_global("STACK_BYTES", &config.stack_bytes, true)
+            .override_global("SYSCALLS", &config.syscalls, true)
             .override_global("CGROUP_ID", &config.cgroup.map_or(0, |c| c.0), true)
             .override_global("CGROUP_LEVEL", &config.cgroup.map_or(0, |c| c.1), true)
             .map_max_entries("EVENTS", config.ring_bytes)

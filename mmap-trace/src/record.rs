@@ -104,6 +104,7 @@ async fn trace(
         unwind: args.unwind,
         stack_bytes: args.stack_bytes,
         cgroup: targets.cgroup.as_ref().map(|c| (c.id, c.level)),
+        syscalls: crate::cli::Family::mask(&args.syscalls),
         verbose,
     })?;
     let unwinder = match args.unwind {

@@ -167,6 +167,9 @@ impl Session {
             }
         };
         self.modules.seed(pid, &entries);
+        if let Some(heap) = entries.iter().find(|e| e.name.as_deref() == Some("[heap]")) {
+            self.collector.seed_brk(pid, heap.end);
+        }
         for entry in entries
             .iter()
             .filter(|e| e.name.as_deref() != Some("[vsyscall]"))

@@ -29,6 +29,9 @@ pub struct StackStats {
     pub mmap_calls: u64,
     pub munmap_calls: u64,
     pub mremap_calls: u64,
+    pub brk_calls: u64,
+    /// shmat and shmdt.
+    pub shm_calls: u64,
     pub failed_calls: u64,
     /// Bytes this stack's calls mapped (mmap, mremap growth).
     pub mapped_bytes: u64,
@@ -55,7 +58,18 @@ pub const MAX_SIZES: usize = 32;
 
 impl StackStats {
     pub fn calls(&self) -> u64 {
-        self.mmap_calls + self.munmap_calls + self.mremap_calls
+        self.mmap_calls + self.munmap_calls + self.mremap_calls + self.brk_calls + self.shm_calls
+    }
+
+    pub fn count_call(&mut self, call: &crate::decode::Call) {
+        use crate::decode::Call;
+        match call {
+            Call::Mmap { .. } => self.mmap_calls += 1,
+            Call::Munmap { .. } => self.munmap_calls += 1,
+            Call::Mremap { .. } => self.mremap_calls += 1,
+            Call::Brk { .. } => self.brk_calls += 1,
+            Call::Shmat { .. } | Call::Shmdt { .. } => self.shm_calls += 1,
+        }
     }
 
     pub fn count_size(&mut self, call: &'static str, bytes: u64) {

@@ -111,3 +111,31 @@ fn failed_calls_are_counted_not_applied() {
     assert!(report.u64("events.failed") >= 2);
     assert_nothing_attached();
 }
+
+#[test]
+fn brk_and_shared_memory_are_traced_and_kept_apart() {
+    let _serial = serial();
+    require_root();
+    let (report, run) = record_json(&[], &[fixture("heapshm")]);
+    assert!(run.status.success(), "{:?} {}", run.status, run.stderr);
+    let heap = report.stacks_through("heap_grow");
+    // sbrk asks brk(0) first, then 3 grows and a shrink.
+    assert_eq!(sum(&heap, "brk_calls"), 5);
+    assert_eq!(sum(&heap, "mapped_bytes"), 3 * 16 * PAGE);
+    assert_eq!(sum(&heap, "live_bytes"), 2 * 16 * PAGE);
+    let attached = report.stacks_through("shm_attach");
+    assert_eq!(sum(&attached, "shm_calls"), 2);
+    assert_eq!(sum(&attached, "mapped_bytes"), 13 * PAGE);
+    assert_eq!(sum(&attached, "live_bytes"), 5 * PAGE);
+    assert_eq!(sum(&report.stacks_through("shm_detach"), "shm_calls"), 1);
+    assert_eq!(report.u64("events.shmat"), 2);
+    assert_eq!(report.u64("events.shmdt"), 1);
+    assert!(report.u64("totals.live_by_kind.brk") >= 2 * 16 * PAGE);
+    assert_eq!(report.u64("totals.live_by_kind.shm"), 5 * PAGE);
+
+    // --syscalls chooses.
+    let (report, _) = record_json(&["--syscalls", "mmap"], &[fixture("heapshm")]);
+    assert_eq!(report.u64("events.brk"), 0);
+    assert_eq!(report.u64("events.shmat"), 0);
+    assert_nothing_attached();
+}

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
-    Events, FrameRow, GrowthRow, InlinedRow, ObjectRow, Report, SCHEMA, SizeRow, StackRow, Target,
-    Totals, TracerUsage, UNKNOWN, Unwinding,
+    Events, FrameRow, GrowthRow, InlinedRow, LiveByKind, ObjectRow, Report, SCHEMA, SizeRow,
+    StackRow, Target, Totals, TracerUsage, UNKNOWN, Unwinding,
 };
 use crate::{
     collector::Collector,
@@ -78,6 +78,9 @@ pub fn build(inputs: &ReportInputs<'_>) -> Report {
             mmap: counts.mmap,
             munmap: counts.munmap,
             mremap: counts.mremap,
+            brk: counts.brk,
+            shmat: counts.shmat,
+            shmdt: counts.shmdt,
             failed: counts.failed,
             lost: counts.lost + inputs.kernel.lost_records,
             stack_errors: inputs.kernel.stack_errors.max(counts.stack_errors),
@@ -97,6 +100,7 @@ pub fn build(inputs: &ReportInputs<'_>) -> Report {
             unknown_unmapped_bytes: bytes.unknown_unmapped,
             preexisting_bytes: bytes.preexisting,
             preexisting_unmapped_bytes: bytes.preexisting_unmapped,
+            live_by_kind: live_by_kind(&stacks),
         },
         by_issuer: by_object(&stacks, |s| &s.issuer),
         by_requester: by_object(&stacks, |s| &s.requester),
@@ -148,6 +152,8 @@ fn merge_stacks(inputs: &ReportInputs<'_>, live: &BTreeMap<StackId, (u64, u64)>)
         row.mmap_calls += stats.mmap_calls;
         row.munmap_calls += stats.munmap_calls;
         row.mremap_calls += stats.mremap_calls;
+        row.brk_calls += stats.brk_calls;
+        row.shm_calls += stats.shm_calls;
         row.failed_calls += stats.failed_calls;
         row.mapped_bytes += stats.mapped_bytes;
         row.unmapped_bytes += stats.unmapped_bytes;
@@ -233,6 +239,22 @@ fn growth_rows(inputs: &ReportInputs<'_>, stacks: &[StackRow]) -> Vec<GrowthRow>
             row
         })
         .collect()
+}
+
+/// A stack's calls are of one kind (one call site).
+fn live_by_kind(stacks: &[StackRow]) -> LiveByKind {
+    let mut kinds = LiveByKind::default();
+    for stack in stacks {
+        let kind = if stack.brk_calls > 0 {
+            &mut kinds.brk
+        } else if stack.shm_calls > 0 {
+            &mut kinds.shm
+        } else {
+            &mut kinds.mmap
+        };
+        *kind += stack.live_bytes;
+    }
+    kinds
 }
 
 fn frames_key(row: &StackRow) -> Vec<(&str, u64)> {

@@ -81,6 +81,9 @@ pub struct Events {
     pub mmap: u64,
     pub munmap: u64,
     pub mremap: u64,
+    pub brk: u64,
+    pub shmat: u64,
+    pub shmdt: u64,
     pub failed: u64,
     /// Records lost anywhere between the kernel and the report.
     pub lost: u64,
@@ -128,6 +131,16 @@ pub struct Totals {
     pub unknown_unmapped_bytes: u64,
     pub preexisting_bytes: u64,
     pub preexisting_unmapped_bytes: u64,
+    /// Live bytes by kind: mapped with mmap/mremap, the brk heap, and
+    /// System V shared memory.
+    pub live_by_kind: LiveByKind,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct LiveByKind {
+    pub mmap: u64,
+    pub brk: u64,
+    pub shm: u64,
 }
 
 /// One object's share, as issuer or as requester.
@@ -150,6 +163,8 @@ pub struct StackRow {
     pub mmap_calls: u64,
     pub munmap_calls: u64,
     pub mremap_calls: u64,
+    pub brk_calls: u64,
+    pub shm_calls: u64,
     pub failed_calls: u64,
     pub mapped_bytes: u64,
     pub unmapped_bytes: u64,
@@ -169,7 +184,8 @@ pub struct StackRow {
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct SizeRow {
-    /// "mmap", "munmap" or "mremap" (its new length).
+    /// "mmap", "munmap", "mremap" (its new length), "brk" (the change),
+    /// "shmat" or "shmdt" (the segment's size).
     pub call: &'static str,
     pub bytes: u64,
     pub calls: u64,

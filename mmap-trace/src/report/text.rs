@@ -139,8 +139,17 @@ fn totals(out: &mut String, report: &Report) {
     let t = &report.totals;
     let _ = writeln!(
         out,
-        "\nevents: {} mmap, {} munmap, {} mremap ({} failed); lost {} records, {} stacks unavailable, {} mapping records lost",
-        e.mmap, e.munmap, e.mremap, e.failed, e.lost, e.stack_errors, e.lost_mapping_records
+        "\nevents: {} mmap, {} munmap, {} mremap, {} brk, {} shmat, {} shmdt ({} failed); lost {} records, {} stacks unavailable, {} mapping records lost",
+        e.mmap,
+        e.munmap,
+        e.mremap,
+        e.brk,
+        e.shmat,
+        e.shmdt,
+        e.failed,
+        e.lost,
+        e.stack_errors,
+        e.lost_mapping_records
     );
     let _ = writeln!(
         out,
@@ -150,6 +159,16 @@ fn totals(out: &mut String, report: &Report) {
         bytes(t.live_bytes),
         t.live_regions
     );
+    let kinds = &t.live_by_kind;
+    if kinds.brk > 0 || kinds.shm > 0 {
+        let _ = writeln!(
+            out,
+            "        live by kind: mmap {}, brk heap {}, System V shm {}",
+            bytes(kinds.mmap),
+            bytes(kinds.brk),
+            bytes(kinds.shm)
+        );
+    }
     let u = &report.unwinding;
     if u.in_kernel + u.from_copies > 0 {
         let _ = writeln!(
@@ -240,6 +259,8 @@ fn calls(stack: &StackRow) -> String {
         (stack.mmap_calls, "mmap"),
         (stack.munmap_calls, "munmap"),
         (stack.mremap_calls, "mremap"),
+        (stack.brk_calls, "brk"),
+        (stack.shm_calls, "shmat/shmdt"),
     ] {
         if count > 0 {
             parts.push(format!("{count} {name}"));
