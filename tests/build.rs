@@ -15,6 +15,12 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
         &["resident.c"],
         &["-O0", "-fno-omit-frame-pointer"],
     ),
+    ("libnsmap.so", &["libnsmap.c"], &["-O2", "-fPIC", "-shared"]),
+    (
+        "nsfix",
+        &["nsfix.c"],
+        &["-O2", "-L@OUT", "-l:libnsmap.so", "-Wl,-rpath,$ORIGIN"],
+    ),
     (
         "heapshm",
         &["heapshm.c"],

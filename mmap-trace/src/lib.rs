@@ -19,6 +19,7 @@ pub mod launch;
 pub mod ledger;
 pub mod loader;
 pub mod modules;
+pub mod objects;
 pub mod patterns;
 pub mod perf_mmap;
 pub mod privileges;

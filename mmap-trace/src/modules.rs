@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 
-use crate::procmaps::MapsEntry;
+use std::path::PathBuf;
+
+use crate::{objects::ObjectFiles, procmaps::MapsEntry};
 
 /// An executable mapping of an object (or pseudo-object such as `[vdso]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,22 +71,56 @@ impl ProcessMaps {
 const UNCLAIMED_GRACE_NS: u64 = 10_000_000_000;
 
 /// Mapping timelines of every process we may need to resolve stacks of.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ModuleMaps {
     processes: HashMap<u32, ProcessMaps>,
     /// Pids whose maps are needed (traced): never pruned.
     claimed: std::collections::HashSet<u32>,
     /// Records the kernel could not deliver (perf ring full).
     pub lost: u64,
+    /// The objects of traced processes, opened while they lived.
+    files: ObjectFiles,
 }
 
 impl ModuleMaps {
     pub fn on_mmap(&mut self, pid: u32, mapping: Mapping) {
+        if self.is_traced_or_descendant(pid) {
+            self.files.open(pid, &mapping.name, mapping.inode);
+        }
         self.processes
             .entry(pid)
             .or_default()
             .mappings
             .push(mapping);
+    }
+
+    /// Claimed, or forked (perhaps not yet seen running) from a claimed
+    /// process: its objects are worth opening now.
+    fn is_traced_or_descendant(&self, pid: u32) -> bool {
+        let mut next = Some(pid);
+        for _ in 0..64 {
+            let Some(pid) = next else {
+                return false;
+            };
+            if self.claimed.contains(&pid) {
+                return true;
+            }
+            next = self
+                .processes
+                .get(&pid)
+                .and_then(|p| p.parent)
+                .map(|(parent, _)| parent);
+        }
+        false
+    }
+
+    /// Where to read the object of `mapping` (see `objects`).
+    pub fn access_path(&self, mapping: &Mapping) -> PathBuf {
+        self.files.access_path(&mapping.name, mapping.inode)
+    }
+
+    pub fn build_id(&self, mapping: &Mapping) -> Option<&str> {
+        self.files.build_id(&mapping.name, mapping.inode)
     }
 
     pub fn on_fork(&mut self, pid: u32, parent: u32, time_ns: u64) {
@@ -113,8 +149,14 @@ impl ModuleMaps {
         });
     }
 
-    /// Keeps the maps of `pid` (and of the processes it was forked from).
+    /// Keeps the maps of `pid` (and of the processes it was forked from),
+    /// and opens the objects it has mapped.
     pub fn claim(&mut self, pid: u32) {
+        if let Some(process) = self.processes.get(&pid) {
+            for mapping in &process.mappings {
+                self.files.open(pid, &mapping.name, mapping.inode);
+            }
+        }
         let mut next = Some(pid);
         while let Some(pid) = next {
             if !self.claimed.insert(pid) {
@@ -131,16 +173,21 @@ impl ModuleMaps {
     /// Adds the executable mappings of a process found running at attach.
     pub fn seed(&mut self, pid: u32, entries: &[MapsEntry]) {
         self.claim(pid);
-        let process = self.processes.entry(pid).or_default();
         for entry in entries.iter().filter(|e| e.executable) {
-            process.mappings.push(Mapping {
-                start: entry.start,
-                end: entry.end,
-                file_offset: entry.offset,
-                name: Mapping::name_from_kernel(entry.name.as_deref()),
-                inode: entry.inode,
-                time_ns: 0,
-            });
+            let name = Mapping::name_from_kernel(entry.name.as_deref());
+            self.files.open(pid, &name, entry.inode);
+            self.processes
+                .entry(pid)
+                .or_default()
+                .mappings
+                .push(Mapping {
+                    start: entry.start,
+                    end: entry.end,
+                    file_offset: entry.offset,
+                    name,
+                    inode: entry.inode,
+                    time_ns: 0,
+                });
         }
     }
 

@@ -23,8 +23,12 @@ use crate::{
 pub struct Frame {
     /// The return address (or, for frame 0, the syscall's instruction pointer).
     pub addr: u64,
-    /// The object mapped there, if any mapping we know holds it.
+    /// The object mapped there (its path as the process saw it), if any
+    /// mapping we know holds it.
     pub object: Option<String>,
+    /// Where the object can be read (see `objects`), and its build id.
+    pub access: Option<String>,
+    pub build_id: Option<String>,
     /// File offset of `addr` in `object` (or `addr` itself when unknown).
     pub offset: u64,
     /// Recovered from the stack pointer rather than the frame-pointer walk.
@@ -114,6 +118,10 @@ fn place(raw: &RawStack, time_ns: u64, modules: &ModuleMaps, code: &mut CodeFile
         Frame {
             addr,
             object: mapping.map(|m| m.name.clone()),
+            access: mapping
+                .filter(|m| m.is_file())
+                .map(|m| modules.access_path(m).display().to_string()),
+            build_id: mapping.and_then(|m| modules.build_id(m)).map(str::to_owned),
             offset: mapping.map_or(addr, |m| m.file_offset_of(addr)),
             recovered,
             symbol: None,
@@ -160,7 +168,7 @@ fn recover_caller(
         return None;
     }
     let offset = mapping.file_offset_of(candidate);
-    let before = code.bytes_before(&mapping.name, offset)?;
+    let before = code.bytes_before(&modules.access_path(mapping).display().to_string(), offset)?;
     callsite::ends_with_call(&before).then_some(candidate)
 }
 
@@ -169,9 +177,9 @@ fn symbolize(placed: &mut [(StackId, Vec<Frame>)]) {
     let mut symbols = Symbols::default();
     let mut wanted: HashMap<String, Vec<u64>> = HashMap::new();
     for frame in placed.iter().flat_map(|(_, frames)| frames) {
-        if let Some(object) = frame.object.as_ref().filter(|o| o.starts_with('/')) {
+        if let Some(access) = &frame.access {
             wanted
-                .entry(object.clone())
+                .entry(access.clone())
                 .or_default()
                 .push(lookup_offset(frame.offset));
         }
@@ -185,9 +193,9 @@ fn symbolize(placed: &mut [(StackId, Vec<Frame>)]) {
         }
     }
     for frame in placed.iter_mut().flat_map(|(_, frames)| frames) {
-        if let Some(object) = &frame.object {
+        if let Some(access) = &frame.access {
             frame.symbol = found
-                .get(&(object.clone(), lookup_offset(frame.offset)))
+                .get(&(access.clone(), lookup_offset(frame.offset)))
                 .cloned();
         }
     }

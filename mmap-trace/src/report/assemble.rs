@@ -269,6 +269,7 @@ fn frame_row(frame: &Frame) -> FrameRow {
     FrameRow {
         addr: frame.addr,
         object: frame.object.clone().unwrap_or_else(|| UNKNOWN.into()),
+        build_id: frame.build_id.clone(),
         offset: frame.offset,
         symbol: symbol.map(|s| s.name.clone()),
         symbol_offset: symbol.map(|s| s.offset),

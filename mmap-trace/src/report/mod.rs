@@ -194,7 +194,10 @@ pub struct SizeRow {
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct FrameRow {
     pub addr: u64,
+    /// The object's path as the traced process saw it (inside its
+    /// container, if it runs in one).
     pub object: String,
+    pub build_id: Option<String>,
     pub offset: u64,
     pub symbol: Option<String>,
     pub symbol_offset: Option<u64>,

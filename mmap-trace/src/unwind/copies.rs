@@ -74,7 +74,7 @@ impl<W: SlotWriter> CopyUnwinder<W> {
             // has the caller's rule (the next function may start right at
             // a return address after a call that does not return).
             let offset = mapping.file_offset_of(pc) - u64::from(is_return_address);
-            match cfi.rule(&mapping.name, offset) {
+            match cfi.rule(&modules.access_path(mapping).display().to_string(), offset) {
                 Ok(rule) => Ok(rule),
                 Err(NoRule::NoCfi) => fallback(mode),
                 Err(_) => Err(Cut::NoUnwindInfo),
