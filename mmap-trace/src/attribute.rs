@@ -35,7 +35,7 @@ pub enum FrameObject<'a> {
 }
 
 /// The two answers for one stack.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attribution {
     /// `None` when a frame we cannot place comes before any object outside
     /// libc and ld.so.

@@ -32,6 +32,49 @@ pub enum Command {
     /// Trace a command or running processes, then print a report.
     #[command(after_help = RECORD_EXAMPLES)]
     Record(RecordArgs),
+    /// Render the report of a trace file (written by `record -o FILE.mtrace`).
+    Report(ReportArgs),
+    /// Compare two traces or JSON reports (before and after a fix): live
+    /// bytes and growth per issuer and requester.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The trace file.
+    #[arg(value_name = "TRACE")]
+    pub trace: PathBuf,
+
+    /// Report format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write the report to FILE instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// More known patterns (see record --help).
+    #[arg(long = "patterns", value_name = "FILE")]
+    pub patterns: Vec<PathBuf>,
+
+    /// How many stacks the text report shows.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The "before": a trace (.mtrace) or a JSON report.
+    #[arg(value_name = "BEFORE")]
+    pub before: PathBuf,
+
+    /// The "after".
+    #[arg(value_name = "AFTER")]
+    pub after: PathBuf,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
 }
 
 const RECORD_EXAMPLES: &str = "\
@@ -44,6 +87,8 @@ Examples:
       Trace a container: every process of its cgroup.
   mmap-trace record --format json --output report.json -- python3 infer.py
       Write the JSON report (schema mmap-trace/report/v1) to a file.
+  mmap-trace record --output before.mtrace --pid 4242 --duration 5m
+      Keep a trace (report it later anywhere: mmap-trace report before.mtrace).
 
 Reading the report:
   issuer     the object that made the system call (libucm.so when UCX's hooks are on)
@@ -81,7 +126,10 @@ pub struct RecordArgs {
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 
-    /// Write the report to FILE instead of stdout.
+    /// Write the report to FILE instead of stdout. A FILE ending in .mtrace
+    /// gets a trace instead (events, stacks and symbols resolved while the
+    /// processes lived, the timeline), for `mmap-trace report` and `diff`
+    /// later and elsewhere; the report then goes to stdout.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
@@ -246,7 +294,9 @@ mod tests {
     fn record_takes_a_command_after_dashes() {
         let cli =
             Cli::try_parse_from(["mmap-trace", "record", "-f", "json", "--", "ls", "-l"]).unwrap();
-        let Command::Record(args) = cli.command;
+        let Command::Record(args) = cli.command else {
+            panic!("not record")
+        };
         assert_eq!(
             args.command,
             vec![OsString::from("ls"), OsString::from("-l")]

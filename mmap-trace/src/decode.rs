@@ -11,7 +11,8 @@ use mmap_trace_common::{
 };
 
 /// A decoded record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     Syscall(SyscallEvent),
     Exec(ProcessEvent),
@@ -32,7 +33,7 @@ impl Event {
 }
 
 /// One traced mmap, munmap or mremap.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SyscallEvent {
     pub pid: u32,
     pub tid: u32,
@@ -53,22 +54,33 @@ pub struct SyscallEvent {
     pub truncated: bool,
     /// With `StackSource::Window`: the registers of the frame after the
     /// last one in `stack`, and the user stack from its sp.
+    #[serde(default, skip_serializing_if = "Resume::is_default")]
     pub resume: Resume,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub window: Vec<u8>,
     /// Negative errno when the kernel could not walk the stack.
     pub stack_error: i64,
 }
 
 /// Where user space takes over unwinding from the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Resume {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
 }
 
+impl Resume {
+    fn is_default(&self) -> bool {
+        *self == Resume::default()
+    }
+}
+
 /// Who produced a stack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum StackSource {
     /// The kernel's frame-pointer walk.
     FramePointers,
@@ -79,7 +91,8 @@ pub enum StackSource {
 }
 
 /// The call and its arguments.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Call {
     Mmap {
         addr: u64,
@@ -165,7 +178,7 @@ impl SyscallEvent {
 }
 
 /// exec, exit or fork of a traced process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessEvent {
     pub pid: u32,
     pub tid: u32,

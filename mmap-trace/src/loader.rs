@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// Loss and error counters summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelCounters {
     pub lost_records: u64,
     pub stack_errors: u64,

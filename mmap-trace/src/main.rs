@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use mmap_trace::{
     cli::{Cli, Command},
-    record,
+    record, replay,
 };
 
 fn main() -> ExitCode {
@@ -11,6 +11,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match cli.command {
         Command::Record(args) => record::run(args, cli.verbose >= 1),
+        Command::Report(args) => replay::report(args),
+        Command::Diff(args) => replay::diff(args),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

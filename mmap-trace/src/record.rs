@@ -19,10 +19,12 @@ use crate::{
     patterns,
     perf_mmap::PerfRing,
     privileges,
-    report::{self, ReportInputs},
+    recording::{Ending as RecordedEnding, Header, Recording},
+    report::{self, TracerUsage},
     resolve,
     session::{self, RulesMap, Session, StopWhen, Watched},
     targets::{self, Selection},
+    tracefile::{self, TraceWriter},
     trends::Trends,
     unwind::{self, copies::CopyUnwinder},
 };
@@ -72,33 +74,68 @@ pub fn run(args: RecordArgs, verbose: bool) -> Result<i32, Failure> {
     };
     let targets = targets::select(&args.pids, &args.comms, args.cgroup.as_deref())?;
     privileges::check()?;
-    let mut output = Output::open(args.output.as_deref())?;
+    let patterns = patterns::load(&args.patterns)?;
+    // A trace file gets the recording; the report then goes to stdout.
+    let trace_path = args
+        .output
+        .as_deref()
+        .filter(|p| tracefile::is_trace_path(p));
+    let mut output = Output::open(args.output.as_deref().filter(|_| trace_path.is_none()))?;
+    let trace_writer = match trace_path {
+        Some(path) => Some(
+            TraceWriter::create(path, header(&args))
+                .with_context(|| format!("cannot create {}", path.display()))?,
+        ),
+        None => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let traced = runtime.block_on(trace(&args, command, targets, verbose))?;
+    let (recording, exit_code) =
+        runtime.block_on(trace(&args, command, targets, trace_writer, verbose))?;
 
-    let text = match args.format {
-        Format::Text => report::render_text(&traced.report, args.top),
-        Format::Json => traced.report.to_json() + "\n",
-    };
-    output.write(&text)?;
-    Ok(traced.exit_code)
+    let report = recording.report(&patterns, Thresholds::default());
+    output.write(&render(&report, args.format, args.top))?;
+    Ok(exit_code)
 }
 
-struct Traced {
-    report: report::Report,
-    exit_code: i32,
+/// The report in `format`.
+pub fn render(report: &report::Report, format: Format, top: usize) -> String {
+    match format {
+        Format::Text => report::render_text(report, top),
+        Format::Json => report.to_json() + "\n",
+    }
+}
+
+fn header(args: &RecordArgs) -> Header {
+    Header {
+        format: tracefile::FORMAT.into(),
+        version: tracefile::VERSION,
+        tool: env!("CARGO_PKG_VERSION").into(),
+        command: command_argv(args),
+        unwinder: args.unwind.name().into(),
+        interposers: args.interposers.clone(),
+    }
+}
+
+fn command_argv(args: &RecordArgs) -> Option<Vec<String>> {
+    (!args.command.is_empty()).then(|| {
+        args.command
+            .iter()
+            .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
+            .collect()
+    })
 }
 
 async fn trace(
     args: &RecordArgs,
     command: Option<launch::Command>,
     targets: Selection,
+    trace: Option<TraceWriter>,
     verbose: bool,
-) -> Result<Traced, Failure> {
+) -> Result<(Recording, i32), Failure> {
     let mut tracer = Tracer::load(loader::Config {
         ring_bytes: args.buffer_size << 20,
         unwind: args.unwind,
@@ -112,7 +149,6 @@ async fn trace(
         mode => Some(CopyUnwinder::new(mode, RulesMap(tracer.take_rules()?))),
     };
     let rules = Rules::new(&args.interposers);
-    let patterns = patterns::load(&args.patterns)?;
     let mut session = Session {
         events: tracer.take_events()?,
         perf: open_perf_rings()?,
@@ -120,6 +156,7 @@ async fn trace(
         modules: ModuleMaps::default(),
         unwinder,
         trends: Trends::new(rules.clone(), args.interval),
+        trace,
     };
     for pid in targets.all_pids() {
         // Trace first, then read the maps: a mapping made in between is
@@ -130,12 +167,6 @@ async fn trace(
         session.seed(pid);
     }
     announce(&targets);
-    let command_argv: Option<Vec<String>> = command.as_ref().map(|_| {
-        args.command
-            .iter()
-            .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
-            .collect()
-    });
     let watched_command = match &command {
         None => None,
         Some(command) => {
@@ -173,31 +204,51 @@ async fn trace(
         session.collector.stacks.len(),
         ending.reason
     );
-    let resolved = resolve::resolve_all(&session.collector.stacks, &session.modules, &rules);
-    let report = report::build(&ReportInputs {
-        collector: &session.collector,
-        resolved: &resolved,
-        modules: &session.modules,
-        kernel,
-        command: command_argv,
-        command_status: ending.command_status.map(|s| s.to_string()),
+    let stacks = resolve::resolve_all(&session.collector.stacks, &session.modules, &rules);
+    let executables = session
+        .collector
+        .processes()
+        .filter_map(|p| {
+            let exe = session.modules.executable(p.pid, u64::MAX)?;
+            Some((p.pid, exe.to_owned()))
+        })
+        .collect();
+    let recorded_ending = RecordedEnding {
         stopped_by: ending.reason,
-        unwinder: args.unwind.name(),
+        command_status: ending.command_status.map(|s| s.to_string()),
+        time_ns: ending.time_ns,
+        kernel,
         unwinding: session
             .unwinder
             .as_ref()
             .map(|u| u.counts)
             .unwrap_or_default(),
-        resident: &session.trends.resident,
-        growth: session.trends.growth.fits(ending.time_ns),
-        thresholds: Thresholds::default(),
-        patterns: &patterns,
-        timeline: std::mem::take(&mut session.trends.timeline),
-    });
-    Ok(Traced {
-        report,
-        exit_code: ending.command_status.map_or(0, |s| s.as_exit_code()),
-    })
+        tracer: TracerUsage::of_self(),
+        lost_mapping_records: session.modules.lost,
+        executables,
+    };
+    let Session {
+        collector,
+        trends,
+        trace,
+        ..
+    } = session;
+    if let Some(trace) = trace {
+        trace.finish(&stacks, &trends.resident, &recorded_ending)?;
+    }
+    let recording = Recording {
+        header: header(args),
+        collector,
+        stacks,
+        growth: trends.growth,
+        resident: trends.resident,
+        timeline: trends.timeline,
+        ending: recorded_ending,
+    };
+    Ok((
+        recording,
+        ending.command_status.map_or(0, |s| s.as_exit_code()),
+    ))
 }
 
 /// Says on stderr what is being traced (scripts wait for "tracing").
@@ -237,13 +288,13 @@ fn open_perf_rings() -> anyhow::Result<Vec<PerfRing>> {
 
 /// Where the report goes; a file is created before tracing starts, so a bad
 /// path fails at once rather than after a long trace.
-enum Output {
+pub enum Output {
     Stdout,
     File(File, String),
 }
 
 impl Output {
-    fn open(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
+    pub fn open(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
         Ok(match path {
             None => Output::Stdout,
             Some(path) => Output::File(
@@ -253,7 +304,7 @@ impl Output {
         })
     }
 
-    fn write(&mut self, text: &str) -> anyhow::Result<()> {
+    pub fn write(&mut self, text: &str) -> anyhow::Result<()> {
         let result = match self {
             Output::Stdout => io::stdout().lock().write_all(text.as_bytes()),
             Output::File(file, _) => file

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// One resolved frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     /// The return address (or, for frame 0, the syscall's instruction pointer).
     pub addr: u64,
@@ -37,7 +37,7 @@ pub struct Frame {
 }
 
 /// A stack ready for the report.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedStack {
     pub frames: Vec<Frame>,
     pub source: StackSource,

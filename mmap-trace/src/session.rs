@@ -21,6 +21,7 @@ use crate::{
     modules::{Mapping, ModuleMaps},
     perf_mmap::{PerfRecord, PerfRing},
     procmaps,
+    tracefile::TraceWriter,
     trends::Trends,
     unwind::{copies::CopyUnwinder, learn::SlotWriter},
 };
@@ -46,6 +47,8 @@ pub struct Session {
     pub unwinder: Option<CopyUnwinder<RulesMap>>,
     /// Growth fits and the time series.
     pub trends: Trends,
+    /// The trace file being written, if any.
+    pub trace: Option<TraceWriter>,
 }
 
 /// The eBPF rule cache, written through the bpf syscall.
@@ -100,7 +103,7 @@ impl Session {
                 _ = tick.tick() => {
                     self.drain_events();
                     self.drain_perf();
-                    self.trends.sample_if_due(&self.collector, false);
+                    self.sample(false);
                     if let Some(reason) = stopper.check() {
                         break reason;
                     }
@@ -115,7 +118,7 @@ impl Session {
         // Every record of an exited process was submitted before it exited.
         self.drain_events();
         self.drain_perf();
-        self.trends.sample_if_due(&self.collector, true);
+        self.sample(true);
         let command_status = match &stopper.stop.command {
             Some(command) => Some(launch::reap(command.pid)?),
             None => None,
@@ -143,15 +146,34 @@ impl Session {
                         Event::Exit(_) => {}
                     }
                     let time_ns = event.time_ns();
+                    if let Some(trace) = &mut self.trace {
+                        trace.event(&event);
+                    }
                     self.collector.handle(event);
-                    self.trends
+                    let first_seen = self
+                        .trends
                         .on_event(&self.collector, &self.modules, time_ns);
+                    if let Some(trace) = &mut self.trace {
+                        for (id, attribution) in &first_seen {
+                            trace.stack_seen(*id, attribution);
+                        }
+                    }
                 }
                 Err(error) => {
                     log::warn!("dropping a malformed record: {error}");
                     self.collector.add_lost(1);
+                    if let Some(trace) = &mut self.trace {
+                        trace.lost(1);
+                    }
                 }
             }
+        }
+    }
+
+    fn sample(&mut self, force: bool) {
+        let sample = self.trends.sample_if_due(&self.collector, force);
+        if let (Some(sample), Some(trace)) = (sample, &mut self.trace) {
+            trace.sample(sample);
         }
     }
 

@@ -9,7 +9,7 @@ use blazesym::symbolize::{
 };
 
 /// What we know about one code address.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SymbolInfo {
     /// Demangled function name.
     pub name: String,
@@ -21,7 +21,7 @@ pub struct SymbolInfo {
     pub inlined: Vec<InlinedInfo>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InlinedInfo {
     pub name: String,
     pub file: Option<String>,

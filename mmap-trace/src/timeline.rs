@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::growth::{GrowthTracker, Role};
 
 /// One sample, over all traced processes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Sample {
     /// Seconds since tracing began.
     pub time_s: f64,
@@ -26,7 +26,7 @@ pub struct Sample {
 
 /// `/proc/PID/status` figures, in bytes, and how much of them the traced
 /// mappings hold.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ProcessRss {
     pub pid: u32,
     pub vm_rss: u64,

@@ -52,12 +52,21 @@ impl Trends {
         }
     }
 
-    /// Feeds the live-byte changes of the event the collector just handled.
-    pub fn on_event(&mut self, collector: &Collector, modules: &ModuleMaps, time_ns: u64) {
+    /// Feeds the live-byte changes of the event the collector just handled;
+    /// returns the stacks it attributed for the first time.
+    pub fn on_event(
+        &mut self,
+        collector: &Collector,
+        modules: &ModuleMaps,
+        time_ns: u64,
+    ) -> Vec<(StackId, Attribution)> {
+        let mut first_seen = Vec::new();
         for &(id, delta) in collector.last_deltas() {
             let attribution = self.attribution.entry(id).or_insert_with(|| {
                 let (raw, seen) = collector.stacks.get(id);
-                attribute_raw(raw, seen, modules, &self.rules, &mut self.code)
+                let attribution = attribute_raw(raw, seen, modules, &self.rules, &mut self.code);
+                first_seen.push((id, attribution.clone()));
+                attribution
             });
             let issuer = attribution.issuer.as_deref().unwrap_or(UNKNOWN);
             let requester = attribution.requester.as_deref().unwrap_or(UNKNOWN);
@@ -65,13 +74,14 @@ impl Trends {
             self.growth
                 .change(time_ns, Role::Requester, requester, delta);
         }
+        first_seen
     }
 
-    /// Takes a sample if one is due (and always when `force`).
-    pub fn sample_if_due(&mut self, collector: &Collector, force: bool) {
+    /// Takes a sample if one is due (and always when `force`); returns it.
+    pub fn sample_if_due(&mut self, collector: &Collector, force: bool) -> Option<&Sample> {
         let now = monotonic_ns();
         if now < self.next_sample_ns && !force {
-            return;
+            return None;
         }
         self.next_sample_ns = now + self.interval_ns;
         let live: Vec<u32> = collector
@@ -92,6 +102,7 @@ impl Trends {
             rss.unexplained_anon = rss.rss_anon.saturating_sub(rss.traced_resident);
         }
         self.timeline.push(sample);
+        self.timeline.last()
     }
 
     /// Resident bytes per stack in the live ranges of running processes

@@ -11,7 +11,6 @@ use crate::{
     decode::StackSource,
     growth::{Growing, Role, Thresholds},
     loader::KernelCounters,
-    modules::ModuleMaps,
     patterns::Pattern,
     resolve::{Frame, ResolvedStack},
     stacks::StackId,
@@ -22,13 +21,15 @@ use crate::{
 pub struct ReportInputs<'a> {
     pub collector: &'a Collector,
     pub resolved: &'a HashMap<StackId, ResolvedStack>,
-    pub modules: &'a ModuleMaps,
+    pub executables: &'a BTreeMap<u32, String>,
+    pub lost_mapping_records: u64,
     pub kernel: KernelCounters,
     pub command: Option<Vec<String>>,
     pub command_status: Option<String>,
     pub stopped_by: String,
-    pub unwinder: &'static str,
+    pub unwinder: String,
     pub unwinding: UnwindCounts,
+    pub tracer: TracerUsage,
     /// Resident bytes per stack (see `trends`).
     pub resident: &'a HashMap<StackId, u64>,
     pub growth: Vec<Growing>,
@@ -59,17 +60,14 @@ pub fn build(inputs: &ReportInputs<'_>) -> Report {
         duration_s: collector
             .first_event_ns
             .map_or(0.0, |first| (collector.last_event_ns - first) as f64 / 1e9),
-        unwinder: inputs.unwinder,
+        unwinder: inputs.unwinder.clone(),
         targets: collector
             .processes()
             .map(|p| Target {
                 pid: p.pid,
                 parent_pid: p.parent_pid,
                 comm: p.comm.clone(),
-                exe: inputs
-                    .modules
-                    .executable(p.pid, u64::MAX)
-                    .map(str::to_owned),
+                exe: inputs.executables.get(&p.pid).cloned(),
                 exited: p.exited(),
                 live_bytes: live_by_pid.get(&p.pid).copied().unwrap_or(0),
             })
@@ -84,14 +82,14 @@ pub fn build(inputs: &ReportInputs<'_>) -> Report {
             failed: counts.failed,
             lost: counts.lost + inputs.kernel.lost_records,
             stack_errors: inputs.kernel.stack_errors.max(counts.stack_errors),
-            lost_mapping_records: inputs.modules.lost,
+            lost_mapping_records: inputs.lost_mapping_records,
         },
         unwinding: Unwinding {
             in_kernel: inputs.unwinding.in_kernel,
             from_copies: inputs.unwinding.from_copies,
             rules_taught: inputs.unwinding.rules_taught,
         },
-        tracer: TracerUsage::of_self(),
+        tracer: inputs.tracer.clone(),
         totals: Totals {
             mapped_bytes: bytes.mapped,
             unmapped_bytes: bytes.unmapped,
@@ -323,7 +321,7 @@ mod tests {
         attribute::Rules,
         decode::{Call, Event, SyscallEvent},
         ledger::PAGE_SIZE as P,
-        modules::Mapping,
+        modules::{Mapping, ModuleMaps},
         resolve::resolve_all,
     };
 
@@ -383,13 +381,15 @@ mod tests {
         let report = build(&ReportInputs {
             collector: &collector,
             resolved: &resolved,
-            modules: &modules,
+            executables: &BTreeMap::new(),
+            lost_mapping_records: 0,
             kernel: KernelCounters::default(),
             command: None,
             command_status: None,
             stopped_by: "test".into(),
-            unwinder: "fp",
+            unwinder: "fp".into(),
             unwinding: UnwindCounts::default(),
+            tracer: TracerUsage::default(),
             resident: &HashMap::new(),
             growth: Vec::new(),
             thresholds: Thresholds::default(),

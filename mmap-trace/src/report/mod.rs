@@ -3,7 +3,7 @@
 //! (`docs/report.md`): add fields freely, never rename.
 
 mod assemble;
-mod text;
+pub mod text;
 
 pub use assemble::{ReportInputs, build};
 pub use text::render_text;
@@ -28,7 +28,7 @@ pub struct Report {
     /// Seconds between the first and last traced event.
     pub duration_s: f64,
     /// The `--unwind` mode: "fp", "dwarf" or "auto".
-    pub unwinder: &'static str,
+    pub unwinder: String,
     pub targets: Vec<Target>,
     /// Who is growing: one entry per issuer and per requester, fastest first.
     pub growth: Vec<GrowthRow>,
@@ -100,7 +100,7 @@ pub struct Unwinding {
     pub rules_taught: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct TracerUsage {
     pub cpu_user_s: f64,
     pub cpu_system_s: f64,

@@ -32,7 +32,7 @@ fn header(out: &mut String, report: &Report) {
         "mmap-trace report: {processes} process{}, {:.3} s of events, {}; stopped by {}",
         if processes == 1 { "" } else { "es" },
         report.duration_s,
-        unwinder_name(report.unwinder),
+        unwinder_name(&report.unwinder),
         report.stopped_by,
     );
     if let Some(command) = &report.command {
@@ -353,7 +353,7 @@ mod tests {
             command_status: Some("exited with status 0".into()),
             stopped_by: "command exit".into(),
             duration_s: 0.25,
-            unwinder: "fp",
+            unwinder: "fp".into(),
             unwinding: Default::default(),
             tracer: Default::default(),
             growth: vec![crate::report::GrowthRow {

@@ -14,7 +14,7 @@ use crate::{
 use mmap_trace_common::MAX_STACK_FRAMES;
 
 /// How many stacks each side unwound.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnwindCounts {
     /// Unwound by the eBPF program with learned rules.
     pub in_kernel: u64,
