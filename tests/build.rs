@@ -15,6 +15,7 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
         &["resident.c"],
         &["-O0", "-fno-omit-frame-pointer"],
     ),
+    ("ucx_rcache", &["ucx_rcache.c"], &["-O2", "-lucs"]),
     ("libnsmap.so", &["libnsmap.c"], &["-O2", "-fPIC", "-shared"]),
     (
         "nsfix",

@@ -88,3 +88,65 @@ fn resident_bytes_are_the_touched_pages() {
     assert_eq!(issuer["resident_bytes"], 10 * PAGE);
     assert_nothing_attached();
 }
+
+fn pattern_rows(report: &mmap_trace_tests::Report, pattern: &str) -> Vec<Value> {
+    report.0["growth"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| {
+            row["patterns"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|name| name == pattern))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The UCX rule fires where UCX's registration cache grows through its
+/// hooks, and not for a program that merely loads UCX and maps memory.
+#[test]
+fn the_ucx_rule_fires_on_a_growing_registration_cache_only() {
+    let _serial = serial();
+    require_root();
+    let (report, run) = mmap_trace_tests::record_json(&[], &[fixture("ucx_rcache")]);
+    assert!(run.status.success(), "{}", run.stderr);
+    let rows = pattern_rows(&report, "ucx-registration-cache");
+    assert!(!rows.is_empty(), "growth: {}", report.0["growth"]);
+    for row in &rows {
+        assert_eq!(row["flagged"], true);
+        let hints: Vec<&str> = row["hints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            hints
+                .iter()
+                .any(|h| h.contains("UCX_RCACHE_MAX_UNRELEASED=1024")),
+            "{hints:?}"
+        );
+        assert!(
+            hints
+                .iter()
+                .any(|h| h.contains("UCX_MEM_MMAP_HOOK_MODE=none")),
+            "{hints:?}"
+        );
+    }
+    // The growth goes through libucm (the hooks) on behalf of libucs.
+    let libucs = rows
+        .iter()
+        .find(|row| row["role"] == "requester")
+        .expect("a requester row");
+    assert!(basename(libucs["object"].as_str().unwrap()).starts_with("libucs"));
+
+    let (plain, run) = mmap_trace_tests::record_json(&[], &[fixture("ucx")]);
+    assert!(run.status.success());
+    assert!(
+        pattern_rows(&plain, "ucx-registration-cache").is_empty(),
+        "no hint for a plain program: {}",
+        plain.0["growth"]
+    );
+    assert_nothing_attached();
+}
