@@ -1,5 +1,7 @@
 //! Which bytes of a live range are resident: /proc/PID/pagemap has one
-//! 64-bit entry per page, bit 63 set when the page is in memory.
+//! 64-bit entry per page, bit 63 set when the page is in memory. Where
+//! pagemap cannot be read (a kernel built without it), /proc/PID/smaps gives
+//! each VMA's resident bytes, shared out in proportion to the overlap.
 
 use std::{fs::File, os::unix::fs::FileExt as _};
 
@@ -37,6 +39,69 @@ impl Pagemap {
     }
 }
 
+/// A VMA of /proc/PID/smaps and its resident bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaRss {
+    start: u64,
+    end: u64,
+    rss: u64,
+}
+
+/// Resident memory of one process, however the kernel lets us see it.
+pub enum Residency {
+    Pagemap(Pagemap),
+    Smaps(Vec<VmaRss>),
+}
+
+impl Residency {
+    pub fn open(pid: u32) -> Option<Self> {
+        if let Some(pagemap) = Pagemap::open(pid) {
+            return Some(Residency::Pagemap(pagemap));
+        }
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+        Some(Residency::Smaps(parse_smaps(&smaps)))
+    }
+
+    /// Resident bytes in `[start, end)`; `None` if the process is gone.
+    pub fn resident_bytes(&self, start: u64, end: u64) -> Option<u64> {
+        match self {
+            Residency::Pagemap(pagemap) => pagemap.resident_bytes(start, end),
+            Residency::Smaps(vmas) => Some(
+                vmas.iter()
+                    .filter(|v| v.start < end && start < v.end)
+                    .map(|v| {
+                        let overlap = end.min(v.end) - start.max(v.start);
+                        (v.rss as u128 * overlap as u128 / (v.end - v.start) as u128) as u64
+                    })
+                    .sum(),
+            ),
+        }
+    }
+}
+
+fn parse_smaps(text: &str) -> Vec<VmaRss> {
+    let mut vmas: Vec<VmaRss> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("Rss:") {
+            let kib: u64 = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if let Some(last) = vmas.last_mut() {
+                last.rss = kib * 1024;
+            }
+        } else if let Some((range, _)) = line.split_once(' ')
+            && let Some((start, end)) = range.split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            vmas.push(VmaRss { start, end, rss: 0 });
+        }
+    }
+    vmas
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +132,22 @@ mod tests {
         // SAFETY: unmapping what we mapped.
         unsafe { libc::munmap(p, len) };
         assert_eq!(resident, Some(4 * PAGE_SIZE));
+    }
+
+    #[test]
+    fn smaps_shares_a_vma_rss_in_proportion() {
+        let smaps = "\
+7f0000000000-7f0000010000 rw-p 00000000 00:00 0
+Size:                 64 kB
+Rss:                  16 kB
+Pss:                  16 kB
+7f0000010000-7f0000011000 r--p 00000000 00:00 0
+Rss:                   4 kB
+";
+        let residency = Residency::Smaps(parse_smaps(smaps));
+        // Half of the first VMA holds half its 16 KiB; the second is whole.
+        let resident = residency.resident_bytes(0x7f0000008000, 0x7f0000011000);
+        assert_eq!(resident, Some(8 * 1024 + 4 * 1024));
+        assert_eq!(residency.resident_bytes(0x1000, 0x2000), Some(0));
     }
 }

@@ -22,6 +22,35 @@ pub struct Sample {
     /// left out).
     pub by_issuer: BTreeMap<String, i64>,
     pub by_requester: BTreeMap<String, i64>,
+    /// The same, per process.
+    #[serde(default)]
+    pub processes: Vec<ProcessLive>,
+}
+
+/// One process's live bytes by object.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProcessLive {
+    pub pid: u32,
+    pub live_bytes: i64,
+    pub by_issuer: BTreeMap<String, i64>,
+    pub by_requester: BTreeMap<String, i64>,
+}
+
+impl ProcessLive {
+    /// Adds `delta` live bytes of `issuer` and `requester`.
+    pub fn change(&mut self, issuer: &str, requester: &str, delta: i64) {
+        self.live_bytes += delta;
+        for (map, object) in [
+            (&mut self.by_issuer, issuer),
+            (&mut self.by_requester, requester),
+        ] {
+            let live = map.entry(object.to_owned()).or_default();
+            *live += delta;
+            if *live == 0 {
+                map.remove(object);
+            }
+        }
+    }
 }
 
 /// `/proc/PID/status` figures, in bytes, and how much of them the traced
@@ -89,6 +118,7 @@ pub fn sample(
         rss: live_pids.filter_map(ProcessRss::read).collect(),
         by_requester: by(Role::Requester),
         by_issuer,
+        processes: Vec::new(),
     }
 }
 
@@ -111,6 +141,17 @@ mod tests {
             }
         );
         assert!(ProcessRss::read(std::process::id()).unwrap().vm_rss > 0);
+    }
+
+    #[test]
+    fn per_process_live_bytes_drop_objects_that_hold_nothing() {
+        let mut process = ProcessLive::default();
+        process.change("liba", "app", 4096);
+        process.change("libb", "app", 8192);
+        process.change("liba", "app", -4096);
+        assert_eq!(process.live_bytes, 8192);
+        assert_eq!(process.by_issuer.keys().collect::<Vec<_>>(), ["libb"]);
+        assert_eq!(process.by_requester["app"], 8192);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! fed to the growth fits, and a sample is taken every `--interval`.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     time::Duration,
 };
 
@@ -15,10 +15,10 @@ use crate::{
     loader::monotonic_ns,
     modules::ModuleMaps,
     report::UNKNOWN,
-    residency::Pagemap,
+    residency::Residency,
     resolve::{CodeFiles, attribute_raw},
     stacks::StackId,
-    timeline::{self, Sample},
+    timeline::{self, ProcessLive, Sample},
 };
 
 pub struct Trends {
@@ -33,6 +33,8 @@ pub struct Trends {
     /// Resident bytes in each stack's live ranges, at the last sample its
     /// process was alive for.
     pub resident: HashMap<StackId, u64>,
+    /// Live bytes by object, per process.
+    per_process: BTreeMap<u32, ProcessLive>,
 }
 
 impl Trends {
@@ -49,6 +51,7 @@ impl Trends {
             attribution: HashMap::new(),
             code: CodeFiles::default(),
             resident: HashMap::new(),
+            per_process: BTreeMap::new(),
         }
     }
 
@@ -70,6 +73,10 @@ impl Trends {
             });
             let issuer = attribution.issuer.as_deref().unwrap_or(UNKNOWN);
             let requester = attribution.requester.as_deref().unwrap_or(UNKNOWN);
+            let pid = collector.stacks.get(id).0.pid;
+            let process = self.per_process.entry(pid).or_default();
+            process.pid = pid;
+            process.change(issuer, requester, delta);
             self.growth.change(time_ns, Role::Issuer, issuer, delta);
             self.growth
                 .change(time_ns, Role::Requester, requester, delta);
@@ -97,6 +104,12 @@ impl Trends {
             collector.bytes.unmapped,
             live.iter().copied(),
         );
+        sample.processes = self
+            .per_process
+            .values()
+            .filter(|p| p.live_bytes != 0)
+            .cloned()
+            .collect();
         for rss in &mut sample.rss {
             rss.traced_resident = traced_resident.get(&rss.pid).copied().unwrap_or(0);
             rss.unexplained_anon = rss.rss_anon.saturating_sub(rss.traced_resident);
@@ -114,7 +127,7 @@ impl Trends {
             .retain(|id, _| !live_pids.contains(&collector.stacks.get(*id).0.pid));
         let mut per_process = HashMap::new();
         for process in collector.processes().filter(|p| live_pids.contains(&p.pid)) {
-            let Some(pagemap) = Pagemap::open(process.pid) else {
+            let Some(residency) = Residency::open(process.pid) else {
                 continue;
             };
             let mut total = 0;
@@ -122,7 +135,7 @@ impl Trends {
                 let Origin::Traced(id) = region.origin else {
                     continue;
                 };
-                let Some(bytes) = pagemap.resident_bytes(region.start, region.end) else {
+                let Some(bytes) = residency.resident_bytes(region.start, region.end) else {
                     break;
                 };
                 *self.resident.entry(id).or_default() += bytes;
