@@ -44,7 +44,11 @@ impl ProcessLive {
             (&mut self.by_issuer, issuer),
             (&mut self.by_requester, requester),
         ] {
-            let live = map.entry(object.to_owned()).or_default();
+            // Looked up before inserting: no allocation on the hot path.
+            let live = match map.get_mut(object) {
+                Some(live) => live,
+                None => map.entry(object.to_owned()).or_default(),
+            };
             *live += delta;
             if *live == 0 {
                 map.remove(object);
