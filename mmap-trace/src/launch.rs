@@ -18,10 +18,10 @@ pub enum LaunchError {
     NotFound(String),
     #[error("cannot run {0:?}: not an executable file")]
     NotExecutable(String),
-    #[error("cannot run {name:?}: {source}")]
-    Exec { name: String, source: io::Error },
-    #[error("cannot start {name:?}: {source}")]
-    Spawn { name: String, source: io::Error },
+    #[error("cannot run {name:?}: {cause}")]
+    Exec { name: String, cause: io::Error },
+    #[error("cannot start {name:?}: {cause}")]
+    Spawn { name: String, cause: io::Error },
     #[error("argument contains a NUL byte: {0:?}")]
     NulByte(OsString),
 }
@@ -70,9 +70,9 @@ impl Command {
 
     /// Forks the child and holds it before exec.
     pub fn spawn_gated(&self) -> Result<Gated, LaunchError> {
-        let spawn_error = |source| LaunchError::Spawn {
+        let spawn_error = |cause| LaunchError::Spawn {
             name: self.name.clone(),
-            source,
+            cause,
         };
         let (gate_read, gate_write) = pipe().map_err(spawn_error)?;
         let (error_read, error_write) = pipe().map_err(spawn_error)?;
@@ -134,7 +134,7 @@ impl Gated {
                 let _ = reap(self.pid);
                 return Err(LaunchError::Exec {
                     name: self.name,
-                    source: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+                    cause: io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
                 });
             }
             if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {

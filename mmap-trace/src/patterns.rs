@@ -39,24 +39,21 @@ pub struct Pattern {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatternError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("{path}: {cause}")]
     Parse {
         path: String,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("{path}: version {version} is not supported (this mmap-trace reads version 1)")]
     Version { path: String, version: u32 },
 }
 
 fn parse(text: &str, path: &str) -> Result<Vec<Pattern>, PatternError> {
-    let file: PatternFile = serde_json::from_str(text).map_err(|source| PatternError::Parse {
+    let file: PatternFile = serde_json::from_str(text).map_err(|cause| PatternError::Parse {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     if file.version != 1 {
         return Err(PatternError::Version {
@@ -73,9 +70,9 @@ pub fn load(extra: &[impl AsRef<Path>]) -> Result<Vec<Pattern>, PatternError> {
     for path in extra {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| PatternError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| PatternError::Read {
             path: name.clone(),
-            source,
+            cause,
         })?;
         patterns.extend(parse(&text, &name)?);
     }

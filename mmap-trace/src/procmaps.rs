@@ -17,8 +17,8 @@ pub struct MapsEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: io::Error },
     #[error("{path}:{line}: cannot parse {text:?}")]
     Parse {
         path: String,
@@ -30,9 +30,9 @@ pub enum MapsError {
 /// Reads and parses `/proc/<pid>/maps`.
 pub fn read(pid: u32) -> Result<Vec<MapsEntry>, MapsError> {
     let path = format!("/proc/{pid}/maps");
-    let text = fs::read_to_string(Path::new(&path)).map_err(|source| MapsError::Read {
+    let text = fs::read_to_string(Path::new(&path)).map_err(|cause| MapsError::Read {
         path: path.clone(),
-        source,
+        cause,
     })?;
     parse(&text).map_err(|(line, text)| MapsError::Parse { path, line, text })
 }

@@ -149,13 +149,13 @@ fn resolve_cgroup(path: &Path) -> anyhow::Result<Cgroup> {
     } else {
         mount.join(path)
     };
-    let relative = full.strip_prefix(&mount).with_context(|| {
-        format!(
+    let Ok(relative) = full.strip_prefix(&mount) else {
+        bail!(
             "{} is not in the cgroup v2 hierarchy (mounted at {})",
             full.display(),
             mount.display()
-        )
-    })?;
+        );
+    };
     let metadata =
         fs::metadata(&full).with_context(|| format!("no cgroup at {}", full.display()))?;
     if !full.join("cgroup.procs").exists() {

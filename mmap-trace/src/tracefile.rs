@@ -155,8 +155,8 @@ impl TraceWriter {
 /// What is wrong with a trace file, and where.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceFileError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: io::Error },
     #[error("{path}:{line}: {problem}")]
     At {
         path: String,
@@ -174,9 +174,9 @@ pub enum TraceFileError {
 /// Replays a trace file into a recording.
 pub fn replay(path: &Path) -> Result<Recording, TraceFileError> {
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|source| TraceFileError::Read {
+    let file = File::open(path).map_err(|cause| TraceFileError::Read {
         path: name.clone(),
-        source,
+        cause,
     })?;
     replay_from(BufReader::new(file), &name)
 }

@@ -78,3 +78,39 @@ fn without_root() {
     assert_one_clear_line(&run, 1, "permission denied");
     assert_nothing_attached();
 }
+
+#[test]
+fn a_full_disk() {
+    let _serial = serial();
+    require_root();
+    let run = mmap_trace(&["record", "-o", "/dev/full", "--", "true"]);
+    assert_one_clear_line(&run, 1, "No space left on device");
+    // A trace on a tiny filesystem fills it.
+    let dir = mmap_trace_tests::scratch_path("full");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let trace = dir.join("x.mtrace");
+    let lab = mmap_trace_tests::fixture("lab");
+    let run = mmap_trace(&[
+        "record",
+        "-o",
+        trace.to_str().unwrap(),
+        "--",
+        lab.to_str().unwrap(),
+        "64",
+    ]);
+    let _ = Command::new("umount").arg(&dir).status();
+    let _ = std::fs::remove_dir(&dir);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(
+        lines[0].contains("cannot write the trace") && lines[0].contains("No space left on device")
+    );
+    assert_nothing_attached();
+}
