@@ -69,14 +69,7 @@ pub fn resolve_all(
         .zip(truncated)
         .zip(table.iter().map(|(_, raw, _, _)| raw.source))
         .map(|(((id, frames), truncated), source)| {
-            let objects: Vec<FrameObject<'_>> = frames
-                .iter()
-                .map(|f| match &f.object {
-                    Some(object) => FrameObject::Known(object),
-                    None => FrameObject::Unknown,
-                })
-                .collect();
-            let attribution = rules.attribute(&objects, !truncated);
+            let attribution = attribute_frames(&frames, truncated, rules);
             (
                 id,
                 ResolvedStack {
@@ -101,6 +94,10 @@ pub fn attribute_raw(
 ) -> Attribution {
     let mut frames = place(raw, time_ns, modules, code);
     let truncated = drop_astray_frames(&mut frames) || raw.truncated;
+    attribute_frames(&frames, truncated, rules)
+}
+
+fn attribute_frames(frames: &[Frame], truncated: bool, rules: &Rules) -> Attribution {
     let objects: Vec<FrameObject<'_>> = frames
         .iter()
         .map(|f| match &f.object {

@@ -234,6 +234,18 @@ pub fn symbols(stack: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The pids of stacks, sorted, each once.
+pub fn pids(stacks: &[&Value]) -> Vec<u64> {
+    let mut pids: Vec<u64> = stacks
+        .iter()
+        .flat_map(|s| s["pids"].as_array().into_iter().flatten())
+        .filter_map(Value::as_u64)
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
 /// Sum of a numeric field over stacks.
 pub fn sum(stacks: &[&Value], field: &str) -> u64 {
     stacks.iter().map(|s| s[field].as_u64().unwrap_or(0)).sum()

@@ -46,18 +46,7 @@ fn pid_follows_existing_and_new_children() {
     let children = report.stacks_through("child_map");
     assert_eq!(sum(&children, "mmap_calls"), 2);
     assert_eq!(sum(&children, "mapped_bytes"), 6 * PAGE);
-    let mut pids: Vec<u64> = children
-        .iter()
-        .flat_map(|s| {
-            s["pids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_u64().unwrap())
-        })
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
+    let pids = mmap_trace_tests::pids(&children);
     assert_eq!(pids.len(), 2, "two new children");
     for pid in pids {
         let target = report.target(pid as u32).expect("a traced child");
@@ -92,16 +81,7 @@ fn cgroup_members_and_newcomers_are_traced_and_nobody_else() {
     assert_eq!(report.get("stopped_by"), "SIGINT");
 
     let maps = report.stacks_through("waiter_map");
-    let traced: Vec<u64> = maps
-        .iter()
-        .flat_map(|s| {
-            s["pids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_u64().unwrap())
-        })
-        .collect();
+    let traced = mmap_trace_tests::pids(&maps);
     assert!(traced.contains(&u64::from(member_pid)), "the member");
     assert!(
         traced.contains(&u64::from(newcomer_pid)),
