@@ -381,14 +381,7 @@ mod tests {
     }
 
     fn mmap(len: u64) -> Call {
-        Call::Mmap {
-            addr: 0,
-            len,
-            prot: 3,
-            flags: 0x22,
-            fd: -1,
-            offset: 0,
-        }
+        Call::anonymous_mmap(len)
     }
 
     fn process_event(pid: u32) -> ProcessEvent {

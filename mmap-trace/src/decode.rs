@@ -132,6 +132,19 @@ pub enum Call {
 }
 
 impl Call {
+    /// A private anonymous read-write mmap of `len` bytes (unit tests).
+    #[cfg(test)]
+    pub(crate) fn anonymous_mmap(len: u64) -> Self {
+        Call::Mmap {
+            addr: 0,
+            len,
+            prot: 3,
+            flags: 0x22,
+            fd: -1,
+            offset: 0,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Call::Mmap { .. } => "mmap",
@@ -434,17 +447,7 @@ pub(crate) mod tests {
         };
         assert_eq!(event.pid, 42);
         assert_eq!(event.tid, 43);
-        assert_eq!(
-            event.call,
-            Call::Mmap {
-                addr: 0,
-                len: 8192,
-                prot: 3,
-                flags: 0x22,
-                fd: -1,
-                offset: 0
-            }
-        );
+        assert_eq!(event.call, Call::anonymous_mmap(8192));
         assert_eq!(event.ret, 0x7f00_0000_0000);
         assert_eq!(event.stack, vec![0x401000, 0x402000]);
         assert_eq!(event.sp_word, 0x1234);

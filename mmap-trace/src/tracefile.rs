@@ -327,14 +327,7 @@ mod tests {
         Event::Syscall(SyscallEvent::for_test(
             7,
             1_000,
-            Call::Mmap {
-                addr: 0,
-                len: 8192,
-                prot: 3,
-                flags: 0x22,
-                fd: -1,
-                offset: 0,
-            },
+            Call::anonymous_mmap(8192),
             0x10000,
             &[0x1000, 0x2000],
         ))

@@ -351,14 +351,7 @@ mod tests {
                 7, 10, call, ret, stack,
             )))
         };
-        let mmap = |len| Call::Mmap {
-            addr: 0,
-            len,
-            prot: 3,
-            flags: 0x22,
-            fd: -1,
-            offset: 0,
-        };
+        let mmap = Call::anonymous_mmap;
         // liba leaks 3 pages through libc; the app maps 2 and unmaps them.
         call(mmap(P), 0x100000, &[0x20010, 0x9010, 0x1010]);
         call(mmap(2 * P), 0x200000, &[0x20010, 0x9010, 0x1010]);
