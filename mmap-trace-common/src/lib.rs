@@ -6,12 +6,15 @@
 //! them field by field with `core::mem::offset_of!` and never transmute.
 #![no_std]
 
-/// Most frames in one stack.
+/// Most frames in one stack. One less than a power of two, so that a frame
+/// index masked with it stays inside a stack's frame array (the verifier
+/// wants to see that bound).
 pub const MAX_STACK_FRAMES: usize = 127;
+const _: () = assert!((MAX_STACK_FRAMES + 1).is_power_of_two());
 
 /// `RecordHeader::kind` values.
 pub mod kind {
-    /// A [`crate::SyscallRecord`]: one mmap, munmap or mremap call.
+    /// A [`crate::SyscallRecord`]: one traced call (see [`crate::nr`]).
     pub const SYSCALL: u32 = 1;
     /// A [`crate::ProcessRecord`]: the process replaced its image (execve).
     pub const EXEC: u32 = 2;
@@ -71,7 +74,8 @@ pub struct RecordHeader {
 }
 
 /// One traced syscall, written at syscall exit (`header.time_ns`). The
-/// record is followed by its data: `stack_frames` return addresses, then,
+/// record is followed by its data: `stack_frames` frame addresses (the ip,
+/// then return addresses), then,
 /// when `unwind` is [`unwind::WINDOW`], `window_bytes` bytes of the user
 /// stack from `resume_sp`: the kernel unwound the first frames and lacked a
 /// rule for the next; user space continues from the `resume_*` registers.
@@ -81,7 +85,7 @@ pub struct SyscallRecord {
     pub header: RecordHeader,
     /// The syscall number ([`nr`]).
     pub nr: u32,
-    /// [`flags`] bits.
+    /// Reserved for flags (0).
     pub flags: u32,
     /// Negative errno if the stack could not be read, or 0.
     pub stack_error: i64,
@@ -104,7 +108,8 @@ pub struct SyscallRecord {
     pub stack_frames: u32,
     /// Stack bytes that follow the frames (`unwind::WINDOW`).
     pub window_bytes: u32,
-    pub _reserved: u32,
+    /// Why the kernel's walk ended ([`stop`]).
+    pub stop: u32,
     /// `unwind::WINDOW`: registers of the frame the copy starts at (the
     /// first frame the kernel could not unwind).
     pub resume_ip: u64,
@@ -122,7 +127,7 @@ pub const MAX_RECORD_DATA: usize = MAX_STACK_FRAMES * 8 + MAX_STACK_WINDOW;
 
 /// `SyscallRecord::unwind` values.
 pub mod unwind {
-    /// Frame pointers (`bpf_get_stack`).
+    /// The eBPF program's own frame-pointer walk.
     pub const FP: u32 = 1;
     /// Unwound in the kernel with CFI rules user space learned.
     pub const KERNEL_DWARF: u32 = 2;
@@ -130,11 +135,23 @@ pub mod unwind {
     pub const WINDOW: u32 = 3;
 }
 
-/// `SyscallRecord::flags` bits.
-pub mod flags {
-    /// The kernel stopped before the outermost frame (depth limit, or a
-    /// stack read failed).
-    pub const TRUNCATED: u32 = 1;
+/// `SyscallRecord::stop` values: why the kernel's stack walk ended.
+pub mod stop {
+    /// The outermost frame (a null return address or frame pointer, or an
+    /// END rule).
+    pub const COMPLETE: u32 = 0;
+    /// `MAX_STACK_FRAMES` frames.
+    pub const FRAME_LIMIT: u32 = 1;
+    /// Reading the stack failed.
+    pub const READ_FAILED: u32 = 2;
+    /// A STOP rule: user space found no unwind information for this pc.
+    pub const NO_UNWIND_INFO: u32 = 3;
+    /// The frame-pointer chain moved backwards, was unaligned or jumped
+    /// too far.
+    pub const FRAME_POINTER_INVALID: u32 = 4;
+    /// No rule for a pc: the record carries a stack copy, and user space
+    /// finishes the walk (`unwind::WINDOW`).
+    pub const MISSING_RULE: u32 = 5;
 }
 
 /// How to find the caller's frame from a pc, learned by user space from the
@@ -164,8 +181,8 @@ pub mod rule_kind {
     pub const CFA_RBP: u8 = 2;
     /// The outermost frame: there is no caller.
     pub const END: u8 = 3;
-    /// Unwinding cannot go past this pc (no unwind information): stop and
-    /// mark the stack truncated.
+    /// Unwinding cannot go past this pc (no unwind information): stop with
+    /// `stop::NO_UNWIND_INFO`.
     pub const STOP: u8 = 4;
 }
 
@@ -213,6 +230,7 @@ mod tests {
         assert_eq!(offset_of!(SyscallRecord, sp_word), 112);
         assert_eq!(offset_of!(SyscallRecord, asid), 120);
         assert_eq!(offset_of!(SyscallRecord, window_bytes), 136);
+        assert_eq!(offset_of!(SyscallRecord, stop), 140);
         assert_eq!(offset_of!(SyscallRecord, resume_ip), 144);
         assert_eq!(size_of::<SyscallRecord>(), 176);
         assert_eq!(size_of::<ProcessRecord>(), 48);

@@ -1,8 +1,8 @@
 //! mmap-trace's eBPF programs.
 //!
-//! * `mmtrace_exit` (raw tracepoint `sys_exit`): for mmap, munmap and mremap
-//!   of traced processes, one ring-buffer record with the arguments, the
-//!   result and the user stack.
+//! * `mmtrace_exit` (raw tracepoint `sys_exit`): for the traced calls
+//!   (mmap, munmap, mremap, brk, shmat, shmdt) of traced processes, one
+//!   ring-buffer record with the arguments, the result and the user stack.
 //! * `mmtrace_fork` / `mmtrace_exec` / `mmtrace_pexit` (raw tracepoints
 //!   `sched_process_*`): follow children of traced processes, and report
 //!   exec and exit so user space can end an address space.
@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod layout;
 mod maps;
 mod process;
 mod regs;

@@ -5,9 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use mmap_trace_common::{MAX_RECORD_DATA, RULE_SLOTS, RuleSlot, SyscallRecord, counter, families};
+use mmap_trace_common::{RULE_SLOTS, RuleSlot, counter, families};
 
-use crate::unwind::NEAR_BYTES;
+use crate::layout::Scratch;
 
 /// The tracer's own process id: never traced, whatever the maps say.
 #[unsafe(no_mangle)]
@@ -21,7 +21,7 @@ pub static WAKEUP_BYTES: Global<u32> = Global::new(1 << 20);
 #[unsafe(no_mangle)]
 pub static SYSCALLS: Global<u32> = Global::new(families::ALL);
 
-/// 0: frame pointers (`bpf_get_stack`); 1: CFI rules, else a stack copy.
+/// 0: our frame-pointer walk; 1: CFI rules, else a stack copy.
 #[unsafe(no_mangle)]
 pub static UNWIND_MODE: Global<u32> = Global::new(0);
 
@@ -48,7 +48,7 @@ pub static TARGETS: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static FORKED: LruHashMap<u64, ForkOrigin> = LruHashMap::with_max_entries(65536, 0);
 
-/// Records for user space. User space may resize it at load time.
+/// Records for user space. User space sizes it at load time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
 
@@ -60,23 +60,10 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 #[map]
 pub static RULES: Array<RuleSlot> = Array::with_max_entries(RULE_SLOTS, 0);
 
-/// Where a record is assembled before it is copied, at its real size, into
-/// EVENTS: one slot per CPU (user space sizes it), too large for the stack
+/// One scratch slot per CPU (user space sizes it): too large for the stack
 /// or a per-CPU array.
 #[map]
 pub static SCRATCH: Array<Scratch> = Array::with_max_entries(1, 0);
-
-#[repr(C)]
-pub struct Scratch {
-    pub record: SyscallRecord,
-    /// Frames, then stack bytes; the page of slack lets the verifier see
-    /// that a copy of up to a page at any offset below MAX_RECORD_DATA stays
-    /// inside.
-    pub data: [u8; MAX_RECORD_DATA + 4096],
-    /// The top of the user stack (see `unwind::NearStack`); after `data`,
-    /// so that the record and its data are one contiguous output.
-    pub near: [u8; 2 * NEAR_BYTES],
-}
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -89,7 +76,8 @@ pub struct ForkOrigin {
 #[inline(always)]
 pub fn bump(index: u32) {
     if let Some(value) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        // SAFETY: this CPU's slot of a per-CPU array; programs on one CPU
+        // do not run concurrently, so nothing else writes it meanwhile.
         unsafe { *value += 1 };
     }
 }

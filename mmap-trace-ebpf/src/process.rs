@@ -26,17 +26,20 @@ pub fn traced_asid<C: EbpfContext>(ctx: &C, tgid: u32) -> Option<u64> {
     if tgid == TRACER_TGID.load() {
         return None;
     }
-    // SAFETY: the value is copied out.
+    // SAFETY: the value is copied out before anything can remove it.
     if let Some(&asid) = unsafe { TARGETS.get(tgid) } {
         return Some(asid);
     }
+    // SAFETY: the helper has no preconditions.
     let task = unsafe { bpf_get_current_task() };
     // SAFETY: copied out before removal.
     let Some(origin) = (unsafe { FORKED.get(task) }).copied() else {
         return joined_cgroup(tgid);
     };
-    let _ = FORKED.remove(task);
+    // Promoted below; if the removal fails, the LRU map evicts it later.
+    FORKED.remove(task).ok();
     // A fork shares its parent's layout but is a new address space.
+    // SAFETY: the helper has no preconditions.
     let asid = unsafe { bpf_ktime_get_ns() };
     TARGETS.insert(tgid, asid, 0).ok()?;
     debug!(
@@ -55,11 +58,13 @@ fn joined_cgroup(tgid: u32) -> Option<u64> {
     if cgroup == 0 {
         return None;
     }
-    // SAFETY: the helper takes an ancestor level.
+    // SAFETY: the helper takes any ancestor level (0 for a level deeper
+    // than the task's cgroup).
     let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(CGROUP_LEVEL.load() as i32) };
     if ancestor != cgroup {
         return None;
     }
+    // SAFETY: the helper has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     TARGETS.insert(tgid, now, 0).ok()?;
     // User space reads its maps at once, while it surely still runs.
@@ -103,9 +108,11 @@ pub fn mmtrace_fork(ctx: RawTracePointContext) -> u32 {
     let origin = ForkOrigin {
         parent_tgid: tgid,
         _reserved: 0,
+        // SAFETY: the helper has no preconditions.
         time_ns: unsafe { bpf_ktime_get_ns() },
     };
-    let _ = FORKED.insert(child, origin, 0);
+    // An LRU map: insertion only fails on a malformed request.
+    FORKED.insert(child, origin, 0).ok();
     0
 }
 
@@ -115,6 +122,7 @@ pub fn mmtrace_fork(ctx: RawTracePointContext) -> u32 {
 pub fn mmtrace_exec(ctx: RawTracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if traced_asid(&ctx, tgid).is_some() {
+        // SAFETY: the helper has no preconditions.
         let now = unsafe { bpf_ktime_get_ns() };
         // A new image: rules learned for the old one must not apply.
         if let Some(asid) = TARGETS.get_ptr_mut(tgid) {
@@ -143,7 +151,10 @@ pub fn mmtrace_pexit_old(_ctx: RawTracePointContext) -> u32 {
 
 #[inline(always)]
 fn on_exit(group_dead: bool) -> u32 {
-    let _ = FORKED.remove(unsafe { bpf_get_current_task() });
+    // A child that exits before it was seen running: forget it (absent for
+    // most threads, which is fine).
+    // SAFETY: the helper has no preconditions.
+    FORKED.remove(unsafe { bpf_get_current_task() }).ok();
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: presence test only.
@@ -151,8 +162,10 @@ fn on_exit(group_dead: bool) -> u32 {
         return 0;
     }
     if group_dead {
+        // SAFETY: the helper has no preconditions.
         emit(kind::EXIT, 0, unsafe { bpf_ktime_get_ns() });
-        let _ = TARGETS.remove(tgid);
+        // Present: checked above.
+        TARGETS.remove(tgid).ok();
     }
     0
 }

@@ -1,4 +1,4 @@
-//! The syscall exit program: one record per traced mmap, munmap or mremap.
+//! The syscall exit program: one record per traced call.
 
 use core::ffi::c_void;
 
@@ -13,11 +13,12 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use mmap_trace_common::{
-    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, families, flags, kind, nr, unwind,
+    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, families, kind, nr, stop, unwind,
 };
 
 use crate::{
-    maps::{EVENTS, SCRATCH, SYSCALLS, Scratch, UNWIND_MODE, WAKEUP_BYTES, bump},
+    layout::Scratch,
+    maps::{EVENTS, SCRATCH, SYSCALLS, UNWIND_MODE, WAKEUP_BYTES, bump},
     process::traced_asid,
     regs::PtRegs,
     unwind::{Unwound, copy_stack_window, read_near_stack, unwind_with_rules, walk_frame_pointers},
@@ -57,14 +58,16 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
     let Ok(regs) = (unsafe { bpf_probe_read_kernel(regs) }) else {
         return 0;
     };
+    // SAFETY: the helper has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {
         return 0;
     };
     // The unwinding steps reach the slot through the map themselves, so it
     // is only borrowed in short scopes here.
-    // SAFETY: this CPU's slot; programs on one CPU do not interleave here.
     let near_len = {
+        // SAFETY: this CPU's slot; programs on one CPU do not interleave
+        // here, and no other reference to it is live in this scope.
         let Scratch { record, near, .. } = unsafe { &mut *scratch };
         *record = SyscallRecord {
             header: RecordHeader {
@@ -72,6 +75,7 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
                 pid: tgid,
                 tid: pid_tgid as u32,
                 _reserved: 0,
+                // SAFETY: the helper has no preconditions.
                 time_ns: unsafe { bpf_ktime_get_ns() },
             },
             nr: id as u32,
@@ -86,7 +90,7 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
             unwind: unwind::FP,
             stack_frames: 0,
             window_bytes: 0,
-            _reserved: 0,
+            stop: stop::COMPLETE,
             resume_ip: 0,
             resume_sp: 0,
             resume_bp: 0,
@@ -97,37 +101,33 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
     if id == nr::SHMAT {
         let ret: i64 = ctx.arg(1);
         if ret > 0 {
-            // SAFETY: as above.
+            // SAFETY: this CPU's slot, as above; no reference to it is live.
             unsafe { (*scratch).record.mapped_size = vma_size(ret as u64) };
         }
     }
     let mut wake = false;
     let data_bytes = if UNWIND_MODE.load() == 0 {
-        // SAFETY: as above.
+        // SAFETY: this CPU's slot, as above; the walk's steps reach it only
+        // through this reference.
         let slot = unsafe { &mut *scratch };
         if near_len >= 8 {
             // SAFETY: 8 bytes were read into the near buffer.
             slot.record.sp_word = unsafe { core::ptr::read_unaligned(slot.near.as_ptr().cast()) };
         }
-        let (count, cut) = walk_frame_pointers(&regs, near_len, slot);
-        // SAFETY: as above.
-        let record = unsafe { &mut (*scratch).record };
-        record.stack_frames = count;
-        if cut {
-            record.flags |= flags::TRUNCATED;
-        }
+        let (count, stop) = walk_frame_pointers(&regs, near_len, slot);
+        slot.record.stack_frames = count;
+        slot.record.stop = stop;
         count * 8
     } else {
         let unwound = unwind_with_rules(tgid, asid, &regs, near_len);
-        // SAFETY: as above.
+        // SAFETY: this CPU's slot, as above; the walk is over, so this is
+        // the only reference.
         let Scratch { record, data, .. } = unsafe { &mut *scratch };
         match unwound {
-            Unwound::Frames { count, truncated } => {
+            Unwound::Frames { count, stop } => {
                 record.unwind = unwind::KERNEL_DWARF;
                 record.stack_frames = count;
-                if truncated {
-                    record.flags |= flags::TRUNCATED;
-                }
+                record.stop = stop;
                 count * 8
             }
             Unwound::MissingRule { count, ip, sp, bp } => {
@@ -136,6 +136,7 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
                     bump(counter::STACK_ERRORS);
                 }
                 record.unwind = unwind::WINDOW;
+                record.stop = stop::MISSING_RULE;
                 record.stack_frames = count;
                 record.window_bytes = copied;
                 record.resume_ip = ip;
@@ -149,7 +150,8 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
         }
     };
     let size = size_of::<SyscallRecord>() + (data_bytes as usize).min(MAX_RECORD_DATA);
-    // SAFETY: `size` is at most the scratch slot's size.
+    // SAFETY: `size` is at most the scratch slot's size, and the record and
+    // its data are contiguous at its start (`layout::Scratch`).
     let bytes =
         unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
     let flags = if wake {

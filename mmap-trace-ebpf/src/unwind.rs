@@ -5,7 +5,8 @@
 //! stack pointer, so the top NEAR_BYTES of the stack are read once, and
 //! frame reads there cost a load instead of a `bpf_probe_read_user` call.
 //! Each frame is one `bpf_loop` step, so the verifier checks the step once
-//! rather than once per possible frame.
+//! rather than once per possible frame. Every walk ends with a reason
+//! (`mmap_trace_common::stop`).
 
 use core::ffi::c_void;
 
@@ -13,19 +14,19 @@ use aya_ebpf::helpers::{
     bpf_get_smp_processor_id, bpf_probe_read_user,
     generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
 };
-use mmap_trace_common::{MAX_STACK_FRAMES, MAX_STACK_WINDOW, rule_kind, rule_slot};
+use mmap_trace_common::{MAX_STACK_FRAMES, MAX_STACK_WINDOW, rule_kind, rule_slot, stop};
 
 use crate::{
-    maps::{RULES, SCRATCH, STACK_BYTES, Scratch},
+    layout::{
+        CHUNK_MASK, FRAME_INDEX_MASK, NEAR_BYTES, PAGE_BYTES, PAGE_MASK, Scratch, WINDOW_MASK,
+    },
+    maps::{RULES, SCRATCH, STACK_BYTES},
     regs::PtRegs,
 };
 
-/// Bytes of stack read at once from the stack pointer (a power of two).
-pub const NEAR_BYTES: usize = 1024;
-
 pub enum Unwound {
-    /// `count` frames written; `truncated` if the walk stopped early.
-    Frames { count: u32, truncated: bool },
+    /// `count` frames written; the walk ended for `stop`.
+    Frames { count: u32, stop: u32 },
     /// Frame `count` (whose registers these are) had no rule: user space
     /// continues from there with a copy of the stack.
     MissingRule {
@@ -41,9 +42,10 @@ pub enum Unwound {
 /// too. Returns how many bytes it holds.
 #[inline(always)]
 pub fn read_near_stack(sp: u64, buffer: &mut [u8; 2 * NEAR_BYTES]) -> u64 {
-    let first = (4096 - (sp & 4095)).min(NEAR_BYTES as u64);
+    let first = (PAGE_BYTES - (sp & PAGE_MASK)).min(NEAR_BYTES as u64);
     let base = buffer.as_mut_ptr();
-    // SAFETY: first ≤ NEAR_BYTES bytes into a 2 × NEAR_BYTES buffer.
+    // SAFETY: first ≤ NEAR_BYTES bytes into a 2 × NEAR_BYTES buffer; the
+    // helper checks the user address.
     if unsafe { read_user_raw(base.cast(), first as u32, sp as *const _) } != 0 {
         return 0;
     }
@@ -53,7 +55,8 @@ pub fn read_near_stack(sp: u64, buffer: &mut [u8; 2 * NEAR_BYTES]) -> u64 {
     }
     let at = (first as usize) & (NEAR_BYTES - 1);
     let rest = (rest as u32) & (NEAR_BYTES as u32 - 1);
-    // SAFETY: at < NEAR_BYTES and rest < NEAR_BYTES: inside the buffer.
+    // SAFETY: at < NEAR_BYTES and rest < NEAR_BYTES: inside the buffer; the
+    // helper checks the user address.
     let read = unsafe { read_user_raw(base.add(at).cast(), rest, (sp + first) as *const _) };
     if read == 0 { NEAR_BYTES as u64 } else { first }
 }
@@ -70,15 +73,17 @@ struct Walk {
     tgid: u32,
     /// Frames written so far.
     count: u32,
-    /// How the walk ended (`ENDED_*`), or 0 while it goes on.
-    ended: u32,
+    /// Why the walk ended (`stop::*`), or RUNNING while it goes on.
+    stop: u32,
     /// For the frame-pointer walk: the previous frame's rbp.
     low: u64,
 }
 
-const ENDED_COMPLETE: u32 = 1;
-const ENDED_TRUNCATED: u32 = 2;
-const ENDED_MISSING_RULE: u32 = 3;
+/// `Walk::stop` while the walk goes on.
+const RUNNING: u32 = u32::MAX;
+
+/// How far one frame-pointer step may move up the stack.
+const MAX_FRAME_BYTES: u64 = 8 << 20;
 
 /// The 8 bytes at `address` of the user stack: from the near buffer when
 /// they are in it, else read.
@@ -90,23 +95,26 @@ fn stack_u64(scratch: &Scratch, walk: &Walk, address: u64) -> Option<u64> {
         // SAFETY: at + 8 ≤ NEAR_BYTES + 8, inside the 2 × NEAR_BYTES buffer.
         Some(unsafe { core::ptr::read_unaligned(scratch.near.as_ptr().add(at).cast::<u64>()) })
     } else {
-        // SAFETY: a read of user memory; failure is reported as None.
+        // SAFETY: a read of user memory through the helper; failure is
+        // reported as None.
         unsafe { bpf_probe_read_user(address as *const u64) }.ok()
     }
 }
 
 #[inline(always)]
 fn this_cpu_scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: the helper has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    // SAFETY: this CPU's slot; programs on one CPU do not interleave here.
+    // SAFETY: this CPU's slot; programs on one CPU do not interleave here,
+    // so this is the only reference to it while the step runs.
     SCRATCH.get_ptr_mut(cpu).map(|p| unsafe { &mut *p })
 }
 
 /// Records `ip` as frame `walk.count`.
 #[inline(always)]
 fn push_frame(scratch: &mut Scratch, walk: &mut Walk, ip: u64) {
-    let at = (walk.count as usize & 127) * 8;
-    // SAFETY: at ≤ 127 × 8, inside the data area.
+    let at = (walk.count as usize & FRAME_INDEX_MASK) * 8;
+    // SAFETY: at ≤ MAX_STACK_FRAMES × 8, inside the data area.
     unsafe { core::ptr::write_unaligned(scratch.data.as_mut_ptr().add(at).cast::<u64>(), ip) };
     walk.count += 1;
 }
@@ -114,19 +122,20 @@ fn push_frame(scratch: &mut Scratch, walk: &mut Walk, ip: u64) {
 /// One frame with the learned rules. Returns 1 to stop the loop.
 #[inline(never)]
 extern "C" fn rules_step(_index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes the Walk the caller gave it.
+    // SAFETY: bpf_loop passes the Walk the caller gave it, which outlives
+    // the loop.
     let walk = unsafe { &mut *context.cast::<Walk>() };
     let Some(scratch) = this_cpu_scratch() else {
-        walk.ended = ENDED_TRUNCATED;
+        walk.stop = stop::READ_FAILED;
         return 1;
     };
     let ip = walk.ip;
     let Some(rule) = RULES.get(rule_slot(walk.tgid, walk.asid, ip)) else {
-        walk.ended = ENDED_MISSING_RULE;
+        walk.stop = stop::MISSING_RULE;
         return 1;
     };
     if rule.pc != ip || rule.asid != walk.asid || rule.tgid != walk.tgid {
-        walk.ended = ENDED_MISSING_RULE;
+        walk.stop = stop::MISSING_RULE;
         return 1;
     }
     push_frame(scratch, walk, ip);
@@ -134,33 +143,34 @@ extern "C" fn rules_step(_index: u64, context: *mut c_void) -> i64 {
         rule_kind::CFA_RSP => walk.sp.wrapping_add(rule.cfa_offset as i64 as u64),
         rule_kind::CFA_RBP => walk.bp.wrapping_add(rule.cfa_offset as i64 as u64),
         rule_kind::END => {
-            walk.ended = ENDED_COMPLETE;
+            walk.stop = stop::COMPLETE;
             return 1;
         }
         rule_kind::STOP => {
-            walk.ended = ENDED_TRUNCATED;
+            walk.stop = stop::NO_UNWIND_INFO;
             return 1;
         }
         _ => {
+            // An empty slot whose key matched: user space sends it anew.
             walk.count -= 1;
-            walk.ended = ENDED_MISSING_RULE;
+            walk.stop = stop::MISSING_RULE;
             return 1;
         }
     };
     let Some(ra) = stack_u64(scratch, walk, cfa.wrapping_sub(8)) else {
-        walk.ended = ENDED_TRUNCATED;
+        walk.stop = stop::READ_FAILED;
         return 1;
     };
     if rule.rbp_saved != 0 {
         let at = cfa.wrapping_add(rule.rbp_offset as i64 as u64);
         let Some(saved) = stack_u64(scratch, walk, at) else {
-            walk.ended = ENDED_TRUNCATED;
+            walk.stop = stop::READ_FAILED;
             return 1;
         };
         walk.bp = saved;
     }
     if ra == 0 {
-        walk.ended = ENDED_COMPLETE;
+        walk.stop = stop::COMPLETE;
         return 1;
     }
     walk.sp = cfa;
@@ -171,30 +181,31 @@ extern "C" fn rules_step(_index: u64, context: *mut c_void) -> i64 {
 /// One frame of the frame-pointer walk. Returns 1 to stop the loop.
 #[inline(never)]
 extern "C" fn frame_pointer_step(_index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes the Walk the caller gave it.
+    // SAFETY: bpf_loop passes the Walk the caller gave it, which outlives
+    // the loop.
     let walk = unsafe { &mut *context.cast::<Walk>() };
     let Some(scratch) = this_cpu_scratch() else {
-        walk.ended = ENDED_TRUNCATED;
+        walk.stop = stop::READ_FAILED;
         return 1;
     };
     let bp = walk.bp;
     if bp == 0 {
-        walk.ended = ENDED_COMPLETE;
+        walk.stop = stop::COMPLETE;
         return 1;
     }
-    if bp <= walk.low || bp - walk.low > 8 << 20 || bp & 7 != 0 {
-        walk.ended = ENDED_TRUNCATED;
+    if bp <= walk.low || bp - walk.low > MAX_FRAME_BYTES || bp & 7 != 0 {
+        walk.stop = stop::FRAME_POINTER_INVALID;
         return 1;
     }
     let (Some(next), Some(ra)) = (
         stack_u64(scratch, walk, bp),
         stack_u64(scratch, walk, bp + 8),
     ) else {
-        walk.ended = ENDED_TRUNCATED;
+        walk.stop = stop::READ_FAILED;
         return 1;
     };
     if ra == 0 {
-        walk.ended = ENDED_COMPLETE;
+        walk.stop = stop::COMPLETE;
         return 1;
     }
     push_frame(scratch, walk, ra);
@@ -213,8 +224,19 @@ fn start(regs: &PtRegs, near_len: u64, tgid: u32, asid: u64) -> Walk {
         near_len,
         tgid,
         count: 0,
-        ended: 0,
+        stop: RUNNING,
         low: regs.sp,
+    }
+}
+
+/// The stop reason of a walk the loop ended: still running means it used
+/// every iteration.
+#[inline(always)]
+fn final_stop(walk: &Walk) -> u32 {
+    if walk.stop == RUNNING {
+        stop::FRAME_LIMIT
+    } else {
+        walk.stop
     }
 }
 
@@ -232,17 +254,16 @@ pub fn unwind_with_rules(tgid: u32, asid: u64, regs: &PtRegs, near_len: u64) -> 
             0,
         )
     };
-    match walk.ended {
-        ENDED_MISSING_RULE => Unwound::MissingRule {
+    match final_stop(&walk) {
+        stop::MISSING_RULE => Unwound::MissingRule {
             count: walk.count,
             ip: walk.ip,
             sp: walk.sp,
             bp: walk.bp,
         },
-        ended => Unwound::Frames {
+        stop => Unwound::Frames {
             count: walk.count,
-            // 0: the depth limit.
-            truncated: ended != ENDED_COMPLETE,
+            stop,
         },
     }
 }
@@ -250,10 +271,10 @@ pub fn unwind_with_rules(tgid: u32, asid: u64, regs: &PtRegs, near_len: u64) -> 
 /// The frame-pointer walk: frame 0 is the ip, then each frame's saved
 /// (rbp, return address) pair at rbp. A null rbp or return address ends the
 /// chain (`_start` clears rbp); an implausible rbp (not above the previous
-/// one, unaligned, or more than 8 MiB away), which is what code without
-/// frame pointers leaves, cuts it. Returns (frames, cut).
+/// one, unaligned, or more than MAX_FRAME_BYTES away), which is what code
+/// without frame pointers leaves, cuts it. Returns (frames, stop reason).
 #[inline(always)]
-pub fn walk_frame_pointers(regs: &PtRegs, near_len: u64, scratch: &mut Scratch) -> (u32, bool) {
+pub fn walk_frame_pointers(regs: &PtRegs, near_len: u64, scratch: &mut Scratch) -> (u32, u32) {
     let mut walk = start(regs, near_len, 0, 0);
     push_frame(scratch, &mut walk, regs.ip);
     // SAFETY: the callback and its context are valid for the call.
@@ -265,7 +286,7 @@ pub fn walk_frame_pointers(regs: &PtRegs, near_len: u64, scratch: &mut Scratch) 
             0,
         )
     };
-    (walk.count, walk.ended != ENDED_COMPLETE)
+    (walk.count, final_stop(&walk))
 }
 
 /// Copies up to STACK_BYTES of the user stack from `sp` into `data` after
@@ -276,18 +297,19 @@ pub fn walk_frame_pointers(regs: &PtRegs, near_len: u64, scratch: &mut Scratch) 
 pub fn copy_stack_window(sp: u64, frames: u32, data: &mut [u8]) -> u32 {
     let want = (STACK_BYTES.load() as usize).min(MAX_STACK_WINDOW);
     let base = data.as_mut_ptr();
-    let start = (frames as usize & 127) * 8;
+    let start = (frames as usize & FRAME_INDEX_MASK) * 8;
     let mut copied: usize = 0;
-    for _ in 0..(MAX_STACK_WINDOW / 4096 + 1) {
+    for _ in 0..(MAX_STACK_WINDOW / PAGE_BYTES as usize + 1) {
         if copied >= want {
             break;
         }
         let from = sp + copied as u64;
-        let to_page_end = 4096 - (from & 4095) as usize;
-        let chunk = to_page_end.min(want - copied) & 8191;
-        let at = start + (copied & (MAX_STACK_WINDOW - 1));
-        // SAFETY: at < 127 * 8 + MAX_STACK_WINDOW and chunk ≤ 4096: inside
-        // the data area, which has a page of slack.
+        let to_page_end = (PAGE_BYTES - (from & PAGE_MASK)) as usize;
+        let chunk = to_page_end.min(want - copied) & CHUNK_MASK;
+        let at = start + (copied & WINDOW_MASK);
+        // SAFETY: at < MAX_STACK_FRAMES × 8 + MAX_STACK_WINDOW and chunk ≤
+        // a page: inside the data area, which has a page of slack (see
+        // `layout`); the helper checks the user address.
         let failed =
             unsafe { read_user_raw(base.add(at).cast(), chunk as u32, from as *const _) } < 0;
         if failed || chunk == 0 {

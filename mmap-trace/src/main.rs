@@ -1,20 +1,12 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use mmap_trace::{
-    cli::{Cli, Command},
-    record, replay,
-};
+use mmap_trace::app::{self, cli::Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let result = match cli.command {
-        Command::Record(args) => record::run(args, cli.verbose >= 1),
-        Command::Report(args) => replay::report(args),
-        Command::Diff(args) => replay::diff(args),
-    };
-    match result {
+    match app::run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(failure) => {
             // One line: the error and its causes, joined.

@@ -183,105 +183,118 @@ impl Workload {
 
 fn measure(setup: &Setup, tracer: Tracer) -> anyhow::Result<Sample> {
     let workload = Workload::start(setup)?;
-    let pid = workload.pid().to_string();
-    let sample = match tracer {
-        Tracer::Untraced => Sample {
+    match tracer {
+        Tracer::Untraced => Ok(Sample {
             ns_per_pair: workload.go()?,
             ..Default::default()
-        },
-        Tracer::MmapTrace(mode) => {
-            let report = setup.dir.join(format!("mmap-trace-{mode}.json"));
-            let mut child = Command::new(&setup.mmap_trace)
-                .args([
-                    "record", "--unwind", mode, "--format", "json", "--pid", &pid,
-                ])
-                .arg("--output")
-                .arg(&report)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            wait_for_output(child.stderr.as_mut().expect("piped"), "tracing pid")?;
-            let ns_per_pair = workload.go()?;
-            let usage = wait_with_usage(&mut child, false)?;
-            let json = fs::read_to_string(&report)?;
-            Sample {
-                ns_per_pair,
-                captured: Some(json_number(&json, "mmap")? + json_number(&json, "munmap")?),
-                written: Some(json.len() as u64),
-                ..usage
-            }
-        }
-        Tracer::Bpftrace => {
-            let program = format!(
-                "tracepoint:syscalls:sys_enter_mmap, tracepoint:syscalls:sys_enter_munmap \
-                 /pid == {pid}/ {{ @[ustack] = count(); }}"
-            );
-            let mut child = Command::new("bpftrace")
-                .args(["-e", &program])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()?;
-            let mut stdout = child.stdout.take().expect("piped");
-            wait_for_output(&mut stdout, "Attaching")?;
-            let ns_per_pair = workload.go()?;
-            let reader = thread::spawn(move || {
-                let mut text = String::new();
-                let _ = stdout.read_to_string(&mut text);
-                text
-            });
-            let usage = wait_with_usage(&mut child, true)?;
-            let maps = reader.join().expect("reader");
-            let captured = maps
-                .lines()
-                .filter_map(|l| l.trim().strip_prefix("]: "))
-                .filter_map(|n| n.trim().parse::<u64>().ok())
-                .sum();
-            Sample {
-                ns_per_pair,
-                captured: Some(captured),
-                written: Some(0),
-                ..usage
-            }
-        }
-        Tracer::PerfRecord => {
-            let data = setup.dir.join("perf.data");
-            let mut child = Command::new("perf")
-                .args(["record", "-q", "--call-graph", "dwarf"])
-                .args([
-                    "-e",
-                    "syscalls:sys_enter_mmap",
-                    "-e",
-                    "syscalls:sys_enter_munmap",
-                ])
-                .args(["-p", &pid, "-o"])
-                .arg(&data)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            // perf says nothing when it is attached; give it time.
-            thread::sleep(Duration::from_millis(1500));
-            let ns_per_pair = workload.go()?;
-            let usage = wait_with_usage(&mut child, true)?;
-            let stats = Command::new("perf")
-                .args(["report", "--stats", "-i"])
-                .arg(&data)
-                .output()?;
-            let stats = String::from_utf8_lossy(&stats.stdout);
-            let captured = stats
-                .lines()
-                .find(|l| l.trim_start().starts_with("SAMPLE events:"))
-                .and_then(|l| l.split_whitespace().nth(2))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            Sample {
-                ns_per_pair,
-                captured: Some(captured),
-                written: fs::metadata(&data).ok().map(|m| m.len()),
-                ..usage
-            }
-        }
-    };
-    Ok(sample)
+        }),
+        Tracer::MmapTrace(mode) => measure_mmap_trace(setup, workload, mode),
+        Tracer::Bpftrace => measure_bpftrace(workload),
+        Tracer::PerfRecord => measure_perf(setup, workload),
+    }
+}
+
+/// mmap-trace attached by pid, writing its JSON report: the calls it
+/// captured are the report's event counts.
+fn measure_mmap_trace(setup: &Setup, workload: Workload, mode: &str) -> anyhow::Result<Sample> {
+    let report = setup.dir.join(format!("mmap-trace-{mode}.json"));
+    let pid = workload.pid().to_string();
+    let mut child = Command::new(&setup.mmap_trace)
+        .args([
+            "record", "--unwind", mode, "--format", "json", "--pid", &pid,
+        ])
+        .arg("--output")
+        .arg(&report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    wait_for_output(child.stderr.as_mut().expect("piped"), "tracing pid")?;
+    let ns_per_pair = workload.go()?;
+    let usage = wait_with_usage(&mut child, false)?;
+    let json = fs::read_to_string(&report)?;
+    Ok(Sample {
+        ns_per_pair,
+        captured: Some(json_number(&json, "mmap")? + json_number(&json, "munmap")?),
+        written: Some(json.len() as u64),
+        ..usage
+    })
+}
+
+/// bpftrace counting user stacks in a map it prints at exit: what it
+/// captured is the sum of the counts. It writes nothing to disk.
+fn measure_bpftrace(workload: Workload) -> anyhow::Result<Sample> {
+    let pid = workload.pid();
+    let program = format!(
+        "tracepoint:syscalls:sys_enter_mmap, tracepoint:syscalls:sys_enter_munmap \
+         /pid == {pid}/ {{ @[ustack] = count(); }}"
+    );
+    let mut child = Command::new("bpftrace")
+        .args(["-e", &program])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    wait_for_output(&mut stdout, "Attaching")?;
+    let ns_per_pair = workload.go()?;
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let usage = wait_with_usage(&mut child, true)?;
+    let maps = reader
+        .join()
+        .expect("the reader thread does not panic")
+        .context("reading bpftrace's output")?;
+    let captured = maps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("]: "))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum();
+    Ok(Sample {
+        ns_per_pair,
+        captured: Some(captured),
+        ..usage
+    })
+}
+
+/// perf record with DWARF stacks: what it captured is perf report's sample
+/// count, what it wrote is perf.data.
+fn measure_perf(setup: &Setup, workload: Workload) -> anyhow::Result<Sample> {
+    let data = setup.dir.join("perf.data");
+    let pid = workload.pid().to_string();
+    let mut child = Command::new("perf")
+        .args(["record", "-q", "--call-graph", "dwarf"])
+        .args([
+            "-e",
+            "syscalls:sys_enter_mmap",
+            "-e",
+            "syscalls:sys_enter_munmap",
+        ])
+        .args(["-p", &pid, "-o"])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // perf says nothing when it is attached; give it time.
+    thread::sleep(Duration::from_millis(1500));
+    let ns_per_pair = workload.go()?;
+    let usage = wait_with_usage(&mut child, true)?;
+    let stats = Command::new("perf")
+        .args(["report", "--stats", "-i"])
+        .arg(&data)
+        .output()?;
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    let captured = stats
+        .lines()
+        .find(|l| l.trim_start().starts_with("SAMPLE events:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok());
+    Ok(Sample {
+        ns_per_pair,
+        captured,
+        written: fs::metadata(&data).ok().map(|m| m.len()),
+        ..usage
+    })
 }
 
 /// Reads `stream` until `needle` appears (the tracer is attached).

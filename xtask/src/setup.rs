@@ -132,7 +132,11 @@ fn bpf_linker() -> anyhow::Result<()> {
     );
     fs::create_dir_all(prefix.join("lib")).context("creating the LLVM prefix folder")?;
     for link in &links {
-        let _ = fs::remove_file(link);
+        match fs::remove_file(link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", link.display())),
+        }
         std::os::unix::fs::symlink(&llvm, link)
             .with_context(|| format!("linking {} to {}", link.display(), llvm.display()))?;
     }

@@ -1,19 +1,24 @@
-//! The report: one model built from the collector and the resolved stacks,
+//! The report: one model built from a [`Recording`](crate::account::Recording),
 //! rendered as text or JSON. The JSON field names are a contract
 //! (`docs/report.md`): add fields freely, never rename.
 
-mod assemble;
+mod build;
+pub mod patterns;
+mod stacks;
 pub mod text;
 
-pub use assemble::{ReportInputs, build};
+pub use build::build;
+pub use patterns::Pattern;
 pub use text::render_text;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use crate::{
+    account::{Role, Sample},
+    model::{CallKind, ExitStatus, StackSource, StopReason, StoppedBy, TracerUsage, UnwindMode},
+};
 
 pub const SCHEMA: &str = "mmap-trace/report/v1";
-
-/// Marks an issuer or requester that cannot be named.
-pub const UNKNOWN: &str = "[unknown]";
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Report {
@@ -22,13 +27,13 @@ pub struct Report {
     /// The launched command, if any.
     pub command: Option<Vec<String>>,
     /// How the launched command ended ("exited with status 0", ...).
-    pub command_status: Option<String>,
+    pub command_status: Option<ExitStatus>,
     /// Why tracing stopped.
-    pub stopped_by: String,
+    pub stopped_by: StoppedBy,
     /// Seconds between the first and last traced event.
     pub duration_s: f64,
     /// The `--unwind` mode: "fp", "dwarf" or "auto".
-    pub unwinder: String,
+    pub unwinder: UnwindMode,
     pub targets: Vec<Target>,
     /// Who is growing: one entry per issuer and per requester, fastest first.
     pub growth: Vec<GrowthRow>,
@@ -43,15 +48,14 @@ pub struct Report {
     pub by_requester: Vec<ObjectRow>,
     pub stacks: Vec<StackRow>,
     /// Samples every `--interval`.
-    pub timeline: Vec<crate::timeline::Sample>,
+    pub timeline: Vec<Sample>,
 }
 
 /// One object's trend over the traced window.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct GrowthRow {
     pub object: String,
-    /// "issuer" or "requester".
-    pub role: &'static str,
+    pub role: Role,
     /// Least-squares slope of its live bytes, per minute.
     pub bytes_per_min: f64,
     /// How well the line fits (0 to 1).
@@ -100,28 +104,6 @@ pub struct Unwinding {
     pub rules_taught: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
-pub struct TracerUsage {
-    pub cpu_user_s: f64,
-    pub cpu_system_s: f64,
-    pub peak_rss_bytes: u64,
-}
-
-impl TracerUsage {
-    /// This process's own usage so far (not its children's).
-    pub fn of_self() -> Self {
-        // SAFETY: getrusage fills the struct we pass.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        TracerUsage {
-            cpu_user_s: seconds(usage.ru_utime),
-            cpu_system_s: seconds(usage.ru_stime),
-            peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
-        }
-    }
-}
-
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Totals {
     pub mapped_bytes: u64,
@@ -155,7 +137,7 @@ pub struct ObjectRow {
     pub resident_bytes: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct StackRow {
     pub issuer: String,
     pub requester: String,
@@ -175,18 +157,22 @@ pub struct StackRow {
     /// Successful calls by length (page-rounded), most frequent first.
     pub sizes: Vec<SizeRow>,
     /// "fp" (frame pointers) or "dwarf" (call-frame information).
-    pub unwinder: &'static str,
+    #[serde(serialize_with = "unwinder_name")]
+    pub unwinder: StackSource,
     /// The unwinder lost the stack after the last frame shown.
     pub truncated: bool,
+    /// Why the stack ends where it does (`complete` when it reached the
+    /// outermost frame).
+    pub stop_reason: StopReason,
     /// Innermost first.
     pub frames: Vec<FrameRow>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct SizeRow {
     /// "mmap", "munmap", "mremap" (its new length), "brk" (the change),
     /// "shmat" or "shmdt" (the segment's size).
-    pub call: &'static str,
+    pub call: CallKind,
     pub bytes: u64,
     pub calls: u64,
 }
@@ -219,4 +205,8 @@ impl Report {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("the report serializes")
     }
+}
+
+fn unwinder_name<S: Serializer>(source: &StackSource, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(source.report_name())
 }

@@ -1,108 +1,104 @@
 //! The human-readable report.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write};
 
 use super::{FrameRow, ObjectRow, Report, StackRow};
 
 /// Renders `report`, with at most `top_stacks` stacks.
 pub fn render_text(report: &Report, top_stacks: usize) -> String {
     let mut out = String::new();
-    header(&mut out, report);
-    growing(&mut out, report);
-    targets(&mut out, report);
-    totals(&mut out, report);
-    table(
-        &mut out,
-        "By issuer (the object that made the syscall)",
-        &report.by_issuer,
-    );
-    table(
-        &mut out,
-        "By requester (the first object that is not libc, ld.so, an allocator or a memory hook)",
-        &report.by_requester,
-    );
-    stacks(&mut out, report, top_stacks);
+    write_report(&mut out, report, top_stacks).expect("writing to a String cannot fail");
     out
 }
 
-fn header(out: &mut String, report: &Report) {
+fn write_report(out: &mut impl Write, report: &Report, top_stacks: usize) -> fmt::Result {
+    header(out, report)?;
+    growing(out, report)?;
+    targets(out, report)?;
+    totals(out, report)?;
+    table(
+        out,
+        "By issuer (the object that made the syscall)",
+        &report.by_issuer,
+    )?;
+    table(
+        out,
+        "By requester (the first object that is not libc, ld.so, an allocator or a memory hook)",
+        &report.by_requester,
+    )?;
+    stacks(out, report, top_stacks)
+}
+
+fn header(out: &mut impl Write, report: &Report) -> fmt::Result {
     let processes = report.targets.len();
-    let _ = writeln!(
+    writeln!(
         out,
         "mmap-trace report: {processes} process{}, {:.3} s of events, {}; stopped by {}",
         if processes == 1 { "" } else { "es" },
         report.duration_s,
-        unwinder_name(&report.unwinder),
+        report.unwinder.description(),
         report.stopped_by,
-    );
+    )?;
     if let Some(command) = &report.command {
-        let _ = write!(out, "command: {}", command.join(" "));
+        write!(out, "command: {}", command.join(" "))?;
         if let Some(status) = &report.command_status {
-            let _ = write!(out, " ({status})");
+            write!(out, " ({status})")?;
         }
-        out.push('\n');
+        writeln!(out)?;
     }
+    Ok(())
 }
 
 /// "Who is growing", first: the verdict.
-fn growing(out: &mut String, report: &Report) {
+fn growing(out: &mut impl Write, report: &Report) -> fmt::Result {
     let flagged: Vec<_> = report.growth.iter().filter(|g| g.flagged).collect();
     if flagged.is_empty() {
-        let _ = write!(out, "\nWho is growing: nothing grows steadily");
+        write!(out, "\nWho is growing: nothing grows steadily")?;
         if let Some(fastest) = report.growth.first().filter(|g| g.bytes_per_min > 0.0) {
-            let _ = write!(
+            write!(
                 out,
                 " (fastest: {} {}, {}/min, fit r² {:.2})",
                 fastest.role,
                 basename(&fastest.object),
                 bytes(fastest.bytes_per_min as u64),
                 fastest.fit_r2
-            );
+            )?;
         }
-        out.push('\n');
-        return;
+        return writeln!(out);
     }
-    let _ = writeln!(
+    writeln!(
         out,
         "\nWho is growing (live bytes, least-squares over the traced window)"
-    );
+    )?;
     for row in flagged {
-        let _ = writeln!(
+        writeln!(
             out,
             "  {:<9} {}  +{}/min (fit r² {:.2}), live {}, resident {}",
-            row.role,
+            row.role.name(),
             row.object,
             bytes(row.bytes_per_min as u64),
             row.fit_r2,
             bytes(row.live_bytes.max(0) as u64),
             bytes(row.resident_bytes)
-        );
+        )?;
         for hint in &row.hints {
-            let _ = writeln!(out, "            try: {hint}");
+            writeln!(out, "            try: {hint}")?;
         }
     }
+    Ok(())
 }
 
-fn unwinder_name(unwinder: &str) -> &str {
-    match unwinder {
-        "fp" => "frame-pointer stacks",
-        "dwarf" => "CFI (DWARF) stacks",
-        "auto" => "CFI stacks, frame pointers where there is no CFI",
-        other => other,
-    }
-}
-
-fn targets(out: &mut String, report: &Report) {
+fn targets(out: &mut impl Write, report: &Report) -> fmt::Result {
     if report.targets.is_empty() {
-        return;
+        return Ok(());
     }
-    let _ = writeln!(
+    writeln!(
         out,
         "\n{:>8}  {:<16} {:<8} {:>10}  EXE",
         "PID", "COMM", "STATE", "LIVE"
-    );
+    )?;
     for target in &report.targets {
-        let _ = writeln!(
+        writeln!(
             out,
             "{:>8}  {:<16} {:<8} {:>10}  {}",
             target.pid,
@@ -110,18 +106,19 @@ fn targets(out: &mut String, report: &Report) {
             if target.exited { "exited" } else { "running" },
             bytes(target.live_bytes),
             target.exe.as_deref().unwrap_or("?"),
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// Resident memory at the last sample, and how much of it traced mappings
 /// hold.
-fn resident(out: &mut String, report: &Report) {
+fn resident(out: &mut impl Write, report: &Report) -> fmt::Result {
     let Some(last) = report.timeline.last() else {
-        return;
+        return Ok(());
     };
     for rss in &last.rss {
-        let _ = writeln!(
+        writeln!(
             out,
             "rss:    pid {} at {:.1} s: {} ({} anonymous: {} in traced mappings, {} not)",
             rss.pid,
@@ -130,14 +127,15 @@ fn resident(out: &mut String, report: &Report) {
             bytes(rss.rss_anon),
             bytes(rss.traced_resident),
             bytes(rss.unexplained_anon)
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn totals(out: &mut String, report: &Report) {
+fn totals(out: &mut impl Write, report: &Report) -> fmt::Result {
     let e = &report.events;
     let t = &report.totals;
-    let _ = writeln!(
+    writeln!(
         out,
         "\nevents: {} mmap, {} munmap, {} mremap, {} brk, {} shmat, {} shmdt ({} failed); lost {} records, {} stacks unavailable, {} mapping records lost",
         e.mmap,
@@ -150,61 +148,62 @@ fn totals(out: &mut String, report: &Report) {
         e.lost,
         e.stack_errors,
         e.lost_mapping_records
-    );
-    let _ = writeln!(
+    )?;
+    writeln!(
         out,
         "bytes:  mapped {}, unmapped {}, live {} in {} regions (an exited process's mappings count as live at exit)",
         bytes(t.mapped_bytes),
         bytes(t.unmapped_bytes),
         bytes(t.live_bytes),
         t.live_regions
-    );
+    )?;
     let kinds = &t.live_by_kind;
     if kinds.brk > 0 || kinds.shm > 0 {
-        let _ = writeln!(
+        writeln!(
             out,
             "        live by kind: mmap {}, brk heap {}, System V shm {}",
             bytes(kinds.mmap),
             bytes(kinds.brk),
             bytes(kinds.shm)
-        );
+        )?;
     }
     let u = &report.unwinding;
     if u.in_kernel + u.from_copies > 0 {
-        let _ = writeln!(
+        writeln!(
             out,
             "stacks: {} unwound in the kernel, {} from stack copies ({} unwind rules learned)",
             u.in_kernel, u.from_copies, u.rules_taught
-        );
+        )?;
     }
-    resident(out, report);
+    resident(out, report)?;
     if t.preexisting_bytes > 0 || t.unknown_unmapped_bytes > 0 {
-        let _ = writeln!(
+        writeln!(
             out,
             "        mapped before tracing began {} (of which unmapped since {}); unmapped but never seen mapped {}",
             bytes(t.preexisting_bytes),
             bytes(t.preexisting_unmapped_bytes),
             bytes(t.unknown_unmapped_bytes)
-        );
+        )?;
     }
     if e.lost > 0 {
-        let _ = writeln!(
+        writeln!(
             out,
             "warning: {} records were lost; byte counts are incomplete (try a larger --buffer-size)",
             e.lost
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn table(out: &mut String, title: &str, rows: &[ObjectRow]) {
-    let _ = writeln!(out, "\n{title}");
-    let _ = writeln!(
+fn table(out: &mut impl Write, title: &str, rows: &[ObjectRow]) -> fmt::Result {
+    writeln!(out, "\n{title}")?;
+    writeln!(
         out,
         "{:>10} {:>8} {:>8} {:>10} {:>10}  OBJECT",
         "LIVE", "REGIONS", "CALLS", "MAPPED", "UNMAPPED"
-    );
+    )?;
     for row in rows {
-        let _ = writeln!(
+        writeln!(
             out,
             "{:>10} {:>8} {:>8} {:>10} {:>10}  {}",
             bytes(row.live_bytes),
@@ -213,19 +212,20 @@ fn table(out: &mut String, title: &str, rows: &[ObjectRow]) {
             bytes(row.mapped_bytes),
             bytes(row.unmapped_bytes),
             row.object
-        );
+        )?;
     }
+    Ok(())
 }
 
-fn stacks(out: &mut String, report: &Report, top: usize) {
+fn stacks(out: &mut impl Write, report: &Report, top: usize) -> fmt::Result {
     let shown = report.stacks.len().min(top);
-    let _ = writeln!(
+    writeln!(
         out,
         "\nTop {shown} of {} stacks, by live bytes",
         report.stacks.len()
-    );
+    )?;
     for (i, stack) in report.stacks.iter().take(top).enumerate() {
-        let _ = writeln!(
+        writeln!(
             out,
             "\n#{} live {} in {} regions; {}; mapped {}, unmapped {}",
             i + 1,
@@ -234,23 +234,25 @@ fn stacks(out: &mut String, report: &Report, top: usize) {
             calls(stack),
             bytes(stack.mapped_bytes),
             bytes(stack.unmapped_bytes)
-        );
-        let _ = writeln!(
+        )?;
+        writeln!(
             out,
             "   issuer {}, requester {}",
             basename(&stack.issuer),
             basename(&stack.requester)
-        );
+        )?;
         for (n, frame) in stack.frames.iter().enumerate() {
-            frame_line(out, n, frame);
+            frame_line(out, n, frame)?;
         }
         if stack.truncated {
-            let _ = writeln!(
+            writeln!(
                 out,
-                "   ... the stack walk was lost here (code without frame pointers)"
-            );
+                "   ... the stack walk stopped here: {}",
+                stack.stop_reason.explanation()
+            )?;
         }
     }
+    Ok(())
 }
 
 fn calls(stack: &StackRow) -> String {
@@ -268,28 +270,28 @@ fn calls(stack: &StackRow) -> String {
     }
     let mut text = parts.join(", ");
     if stack.failed_calls > 0 {
-        let _ = write!(text, " ({} failed)", stack.failed_calls);
+        text.push_str(&format!(" ({} failed)", stack.failed_calls));
     }
     text
 }
 
-fn frame_line(out: &mut String, n: usize, frame: &FrameRow) {
+fn frame_line(out: &mut impl Write, n: usize, frame: &FrameRow) -> fmt::Result {
     for inlined in frame.inlined.iter().rev() {
-        let _ = writeln!(
+        writeln!(
             out,
             "   {:>3} {:>18}  {}{}  [inlined]",
             "",
             "",
             inlined.symbol,
             location(inlined.file.as_deref(), inlined.line)
-        );
+        )?;
     }
     let symbol = match (&frame.symbol, frame.symbol_offset) {
         (Some(name), Some(offset)) => format!("{name}+{offset:#x}"),
         (Some(name), None) => name.clone(),
         (None, _) => "[unknown]".to_owned(),
     };
-    let _ = writeln!(
+    writeln!(
         out,
         "   #{n:<2} {:#18x}  {symbol}{}  {}+{:#x}{}",
         frame.addr,
@@ -301,7 +303,7 @@ fn frame_line(out: &mut String, n: usize, frame: &FrameRow) {
         } else {
             ""
         }
-    );
+    )
 }
 
 fn location(file: Option<&str>, line: Option<u32>) -> String {
@@ -312,7 +314,7 @@ fn location(file: Option<&str>, line: Option<u32>) -> String {
     }
 }
 
-fn basename(path: &str) -> &str {
+pub fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
@@ -334,7 +336,11 @@ pub fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Events, SCHEMA, Target, Totals};
+    use crate::{
+        account::Role,
+        model::{ExitStatus, StackSource, StopReason, StoppedBy, UnwindMode},
+        report::{Events, GrowthRow, SCHEMA, Target, Totals},
+    };
 
     #[test]
     fn byte_units() {
@@ -350,20 +356,22 @@ mod tests {
             schema: SCHEMA,
             version: "0",
             command: Some(vec!["./lab".into(), "8".into()]),
-            command_status: Some("exited with status 0".into()),
-            stopped_by: "command exit".into(),
+            command_status: Some(ExitStatus::Code(0)),
+            stopped_by: StoppedBy::CommandExit,
             duration_s: 0.25,
-            unwinder: "fp".into(),
+            unwinder: UnwindMode::Fp,
             unwinding: Default::default(),
             tracer: Default::default(),
-            growth: vec![crate::report::GrowthRow {
+            growth: vec![GrowthRow {
                 object: "/x/liblab.so".into(),
-                role: "issuer",
+                role: Role::Issuer,
                 bytes_per_min: 3.0 * 1048576.0,
                 fit_r2: 0.98,
+                live_bytes: 0,
+                resident_bytes: 0,
                 flagged: true,
                 hints: vec!["set X=1".into()],
-                ..Default::default()
+                patterns: vec![],
             }],
             timeline: vec![],
             targets: vec![Target {
@@ -394,9 +402,23 @@ mod tests {
             stacks: vec![StackRow {
                 issuer: "/x/liblab.so".into(),
                 requester: "/x/lab".into(),
-                mmap_calls: 3,
                 calls: 3,
+                mmap_calls: 3,
+                munmap_calls: 0,
+                mremap_calls: 0,
+                brk_calls: 0,
+                shm_calls: 0,
+                failed_calls: 0,
+                mapped_bytes: 0,
+                unmapped_bytes: 0,
                 live_bytes: 8192,
+                live_regions: 0,
+                resident_bytes: 0,
+                pids: vec![42],
+                sizes: vec![],
+                unwinder: StackSource::FramePointers,
+                truncated: true,
+                stop_reason: StopReason::FramePointerInvalid,
                 frames: vec![FrameRow {
                     addr: 0x7f00,
                     object: "/x/liblab.so".into(),
@@ -408,7 +430,6 @@ mod tests {
                     recovered: true,
                     ..Default::default()
                 }],
-                ..Default::default()
             }],
         };
         let text = render_text(&report, 10);
@@ -421,7 +442,15 @@ mod tests {
         assert!(text.contains("8.0 KiB        2        3"), "{text}");
         assert!(text.contains("issuer liblab.so, requester lab"), "{text}");
         assert!(
+            text.contains("issuer    /x/liblab.so  +3.0 MiB/min"),
+            "{text}"
+        );
+        assert!(
             text.contains("lab_grab+0x22 (liblab.c:17)  liblab.so+0x1234  [from stack pointer]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("... the stack walk stopped here: the frame-pointer chain broke"),
             "{text}"
         );
     }

@@ -9,6 +9,7 @@ use gimli::{
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 use super::{CfaBase, Rule};
+use crate::model::ObjectId;
 
 /// Why no rule could be given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -201,32 +202,38 @@ fn to_rule(row: &gimli::UnwindTableRow<usize>) -> Result<Rule, NoRule> {
     })
 }
 
-/// Objects' CFI by path, opened once, and rules by (path, file offset).
+/// Objects' CFI, opened once each, and rules by (object, file offset).
 #[derive(Default)]
 pub struct CfiCache {
-    objects: HashMap<String, Option<ObjectCfi>>,
-    rules: HashMap<(String, u64), Result<Rule, NoRule>>,
+    objects: HashMap<ObjectId, Option<ObjectCfi>>,
+    rules: HashMap<(ObjectId, u64), Result<Rule, NoRule>>,
     context: Box<UnwindContext<usize>>,
 }
 
 impl CfiCache {
-    /// The rule for the code at `file_offset` of the object at `path`.
-    pub fn rule(&mut self, path: &str, file_offset: u64) -> Result<Rule, NoRule> {
-        if let Some(rule) = self.rules.get(&(path.to_owned(), file_offset)) {
+    /// The rule for the code at `file_offset` of `object`, which can be
+    /// read at `path`.
+    pub fn rule(
+        &mut self,
+        object: ObjectId,
+        path: &Path,
+        file_offset: u64,
+    ) -> Result<Rule, NoRule> {
+        if let Some(rule) = self.rules.get(&(object, file_offset)) {
             return *rule;
         }
-        let object = self
+        let object_cfi = self
             .objects
-            .entry(path.to_owned())
-            .or_insert_with(|| ObjectCfi::open(Path::new(path)));
-        let rule = match object {
+            .entry(object)
+            .or_insert_with(|| ObjectCfi::open(path));
+        let rule = match object_cfi {
             None => Err(NoRule::NoCfi),
-            Some(object) => match object.address_of(file_offset) {
+            Some(cfi) => match cfi.address_of(file_offset) {
                 None => Err(NoRule::OutsideSegments),
-                Some(address) => object.rule_at(address, &mut self.context),
+                Some(address) => cfi.rule_at(address, &mut self.context),
             },
         };
-        self.rules.insert((path.to_owned(), file_offset), rule);
+        self.rules.insert((object, file_offset), rule);
         rule
     }
 }
@@ -244,12 +251,18 @@ mod tests {
         let address = rules_from_our_own_binary as *const () as u64;
         // Find our load bias from /proc/self/maps to turn the runtime address
         // into a file offset, then into the stated address.
-        let maps = crate::procmaps::read(std::process::id()).unwrap();
-        let mapping = maps
-            .iter()
-            .find(|m| m.start <= address && address < m.end)
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let file_offset = maps
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (start, end) = fields.next()?.split_once('-')?;
+                let start = u64::from_str_radix(start, 16).ok()?;
+                let end = u64::from_str_radix(end, 16).ok()?;
+                let offset = u64::from_str_radix(fields.nth(1)?, 16).ok()?;
+                (start <= address && address < end).then_some(address - start + offset)
+            })
             .unwrap();
-        let file_offset = address - mapping.start + mapping.offset;
         let stated = object.address_of(file_offset).unwrap();
         let mut context = Box::new(UnwindContext::new());
         let rule = object.rule_at(stated, &mut context).unwrap();
@@ -268,7 +281,7 @@ mod tests {
     fn missing_objects_have_no_rules() {
         let mut cache = CfiCache::default();
         assert_eq!(
-            cache.rule("/nonexistent/lib.so", 0x1000),
+            cache.rule(ObjectId(0), Path::new("/nonexistent/lib.so"), 0x1000),
             Err(NoRule::NoCfi)
         );
     }

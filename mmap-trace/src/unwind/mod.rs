@@ -1,4 +1,6 @@
-//! Full stacks through code without frame pointers.
+//! Full stacks through code without frame pointers. Pure: the session
+//! hands it stack copies and says where code lives; it hands back frames
+//! and the rules it used.
 //!
 //! `cfi` reads an object's call-frame information (`.eh_frame`, else
 //! `.debug_frame`) and answers "how do I find the caller from this pc" as a
@@ -6,34 +8,36 @@
 //! `learn` puts the rules it used into the eBPF side's rule cache, so the
 //! next stack through the same code is unwound in the kernel, without a
 //! copy: stacks of hot paths cost a few array lookups and user reads.
+//! `copies` puts the three together for each stack copy the kernel sends.
 
 pub mod cfi;
 pub mod copies;
 pub mod learn;
 pub mod walk;
 
+use std::path::Path;
+
 use mmap_trace_common::{RuleSlot, rule_kind};
 
-/// How stacks are captured (`--unwind`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Frame pointers only (`bpf_get_stack`): cheapest, but stacks stop at
-    /// the first code built without frame pointers.
-    Fp,
-    /// CFI everywhere; a frame in code without CFI ends the stack.
-    Dwarf,
-    /// CFI where objects have it, frame pointers where they do not.
-    Auto,
-}
+pub use copies::CopyUnwinder;
+pub use learn::SlotWriter;
 
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Fp => "fp",
-            Mode::Dwarf => "dwarf",
-            Mode::Auto => "auto",
-        }
-    }
+use crate::model::ObjectId;
+
+/// Where the code at an address lives, as the unwinder needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeAt<'a> {
+    /// In an object file: its id, where it can be read, and the address's
+    /// offset in the file.
+    File {
+        object: ObjectId,
+        path: &'a Path,
+        offset: u64,
+    },
+    /// Executable memory with no file behind it: JIT code, `[vdso]`.
+    Anonymous,
+    /// In no mapping we know of.
+    Unknown,
 }
 
 /// Where the caller's frame is, seen from one pc (x86_64: the return

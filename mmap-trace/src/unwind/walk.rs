@@ -1,6 +1,7 @@
 //! Unwinding a copy of the user stack with per-pc [`Rule`]s.
 
 use super::{CfaBase, Rule};
+use crate::model::StopReason;
 
 /// Registers of the traced call, and the stack copied from `sp` upwards.
 #[derive(Clone, Copy, Debug)]
@@ -11,19 +12,6 @@ pub struct Start<'a> {
     pub window: &'a [u8],
 }
 
-/// Why a walk ended before the outermost frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cut {
-    /// The copied stack window ended.
-    WindowEnd,
-    /// A pc in no known object.
-    NoObject,
-    /// The object has no usable unwind information for the pc.
-    NoUnwindInfo,
-    /// The depth limit.
-    TooDeep,
-}
-
 /// The result of a walk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Walked {
@@ -31,8 +19,8 @@ pub struct Walked {
     pub frames: Vec<u64>,
     /// The rule used at each frame, to teach the kernel (pc, rule).
     pub learned: Vec<(u64, Rule)>,
-    /// `None` when the walk reached the outermost frame.
-    pub cut: Option<Cut>,
+    /// Why it ended: `Complete` when it reached the outermost frame.
+    pub stop: StopReason,
 }
 
 /// Walks from `start`; `rule_for(pc, is_first_frame)` gives each frame's
@@ -40,12 +28,12 @@ pub struct Walked {
 pub fn walk(
     start: Start<'_>,
     max_frames: usize,
-    mut rule_for: impl FnMut(u64, bool) -> Result<Rule, Cut>,
+    mut rule_for: impl FnMut(u64, bool) -> Result<Rule, StopReason>,
 ) -> Walked {
     let mut walked = Walked {
         frames: Vec::new(),
         learned: Vec::new(),
-        cut: None,
+        stop: StopReason::Complete,
     };
     let (mut ip, mut sp, mut bp) = (start.ip, start.sp, start.bp);
     let read = |address: u64| -> Option<u64> {
@@ -55,15 +43,15 @@ pub fn walk(
     };
     loop {
         if walked.frames.len() == max_frames {
-            walked.cut = Some(Cut::TooDeep);
+            walked.stop = StopReason::FrameLimit;
             return walked;
         }
         let first = walked.frames.is_empty();
         walked.frames.push(ip);
         let rule = match rule_for(ip, first) {
             Ok(rule) => rule,
-            Err(cut) => {
-                walked.cut = Some(cut);
+            Err(stop) => {
+                walked.stop = stop;
                 return walked;
             }
         };
@@ -76,7 +64,7 @@ pub fn walk(
             } => (base, offset, rbp_at),
             Rule::End => return walked,
             Rule::Stop => {
-                walked.cut = Some(Cut::NoUnwindInfo);
+                walked.stop = StopReason::NoUnwindInfo;
                 return walked;
             }
         };
@@ -86,14 +74,14 @@ pub fn walk(
         }
         .wrapping_add(offset as i64 as u64);
         let Some(return_address) = read(cfa.wrapping_sub(8)) else {
-            walked.cut = Some(Cut::WindowEnd);
+            walked.stop = StopReason::CopyExhausted;
             return walked;
         };
         if let Some(at) = rbp_at {
             match read(cfa.wrapping_add(at as i64 as u64)) {
                 Some(value) => bp = value,
                 None => {
-                    walked.cut = Some(Cut::WindowEnd);
+                    walked.stop = StopReason::CopyExhausted;
                     return walked;
                 }
             }
@@ -126,7 +114,7 @@ mod tests {
         words.iter().flat_map(|w| w.to_ne_bytes()).collect()
     }
 
-    fn rules(pc: u64, _: bool) -> Result<Rule, Cut> {
+    fn rules(pc: u64, _: bool) -> Result<Rule, StopReason> {
         Ok(match pc {
             0x9000 => Rule::Frame {
                 base: CfaBase::Rsp,
@@ -140,7 +128,7 @@ mod tests {
             },
             0x2222 => Rule::FRAME_POINTER,
             0x3333 => Rule::End,
-            _ => return Err(Cut::NoUnwindInfo),
+            _ => return Err(StopReason::NoUnwindInfo),
         })
     }
 
@@ -157,7 +145,7 @@ mod tests {
         };
         let walked = walk(start, 64, rules);
         assert_eq!(walked.frames, vec![0x9000, 0x1111, 0x2222]);
-        assert_eq!(walked.cut, Some(Cut::WindowEnd));
+        assert_eq!(walked.stop, StopReason::CopyExhausted);
     }
 
     #[test]
@@ -173,7 +161,7 @@ mod tests {
         };
         let walked = walk(start, 64, rules);
         assert_eq!(walked.frames, vec![0x9000, 0x1111, 0x2222, 0x3333]);
-        assert_eq!(walked.cut, None, "ends at the End rule");
+        assert_eq!(walked.stop, StopReason::Complete, "ends at the End rule");
         assert_eq!(walked.learned.last(), Some(&(0x3333, Rule::End)));
     }
 
@@ -188,7 +176,7 @@ mod tests {
         };
         let walked = walk(start, 64, rules);
         assert_eq!(walked.frames, vec![0x9000, 0x1111]);
-        assert_eq!(walked.cut, Some(Cut::WindowEnd));
+        assert_eq!(walked.stop, StopReason::CopyExhausted);
     }
 
     #[test]
@@ -200,13 +188,13 @@ mod tests {
             bp: 0,
             window: &window,
         };
-        assert_eq!(walk(start, 1, rules).cut, Some(Cut::TooDeep));
+        assert_eq!(walk(start, 1, rules).stop, StopReason::FrameLimit);
         let start = Start {
             ip: 0x4444,
             ..start
         };
         let walked = walk(start, 64, rules);
         assert_eq!(walked.frames, vec![0x4444]);
-        assert_eq!(walked.cut, Some(Cut::NoUnwindInfo));
+        assert_eq!(walked.stop, StopReason::NoUnwindInfo);
     }
 }

@@ -1,0 +1,52 @@
+//! Sizes and the scratch slot layout shared by `maps` and `unwind` (a leaf:
+//! it imports neither).
+//!
+//! The verifier accepts a variable offset into a buffer only when it can
+//! see a bound, so indices are masked; every mask here is derived from the
+//! size it bounds, and the sizes are checked at compile time.
+
+use mmap_trace_common::{MAX_RECORD_DATA, MAX_STACK_FRAMES, MAX_STACK_WINDOW, SyscallRecord};
+
+/// Bytes of stack read at once from the stack pointer (a power of two).
+pub const NEAR_BYTES: usize = 1024;
+const _: () = assert!(NEAR_BYTES.is_power_of_two());
+
+/// The page size, and the mask of an offset within a page.
+pub const PAGE_BYTES: u64 = 4096;
+pub const PAGE_MASK: u64 = PAGE_BYTES - 1;
+
+/// Masks a frame index into `0..=MAX_STACK_FRAMES` (which is one less than
+/// a power of two, see `mmap_trace_common`).
+pub const FRAME_INDEX_MASK: usize = MAX_STACK_FRAMES;
+
+/// Masks an offset into the stack window.
+pub const WINDOW_MASK: usize = MAX_STACK_WINDOW - 1;
+const _: () = assert!(MAX_STACK_WINDOW.is_power_of_two());
+
+/// Masks one copy chunk (at most a page) for the verifier: any value up to
+/// two pages passes unchanged.
+pub const CHUNK_MASK: usize = 2 * PAGE_BYTES as usize - 1;
+
+/// Where a record is assembled before it is copied, at its real size, into
+/// the ring buffer (one slot per CPU, in the `SCRATCH` map).
+#[repr(C)]
+pub struct Scratch {
+    pub record: SyscallRecord,
+    /// Frames, then stack bytes; the page of slack lets the verifier see
+    /// that a copy of up to a page at any offset below MAX_RECORD_DATA stays
+    /// inside.
+    pub data: [u8; MAX_RECORD_DATA + PAGE_BYTES as usize],
+    /// The top of the user stack (see `unwind::read_near_stack`); after
+    /// `data`, so that the record and its data are one contiguous output.
+    /// Twice NEAR_BYTES: a masked offset below NEAR_BYTES plus an 8-byte
+    /// read stays inside.
+    pub near: [u8; 2 * NEAR_BYTES],
+}
+
+// Frames come first in `data`, then the window: the last masked frame
+// offset, plus the largest masked window offset, plus a page-sized chunk,
+// stays inside `data`.
+const _: () = assert!(
+    FRAME_INDEX_MASK * 8 + WINDOW_MASK + PAGE_BYTES as usize
+        <= MAX_RECORD_DATA + PAGE_BYTES as usize
+);

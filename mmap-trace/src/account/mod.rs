@@ -1,0 +1,19 @@
+//! The books, pure: per-process ledgers of live mappings, per-stack
+//! statistics, growth fits, the time series. Events come in (from a live
+//! session or a trace replay) through [`Book::apply`]; a [`Recording`]
+//! comes out.
+
+pub mod book;
+pub mod collector;
+pub mod growth;
+pub mod ledger;
+pub mod recorder;
+pub mod recording;
+pub mod timeline;
+
+pub use book::{Book, MemoryProbe, UNKNOWN};
+pub use collector::Collector;
+pub use growth::{GrowthTracker, Role, Thresholds};
+pub use recorder::Recorder;
+pub use recording::{Header, Recording, RecordingEnd};
+pub use timeline::Sample;

@@ -1,0 +1,116 @@
+//! The time series: what each traced process holds, sampled every
+//! `--interval`, next to its resident set as the kernel counts it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::growth::{GrowthTracker, Role};
+use crate::model::ProcessRss;
+
+/// One sample, over all traced processes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Sample {
+    /// Seconds since tracing began.
+    pub time_s: f64,
+    /// Live traced bytes, and cumulative mapped and unmapped bytes.
+    pub live_bytes: i64,
+    pub mapped_bytes: u64,
+    pub unmapped_bytes: u64,
+    /// Resident memory of the traced processes still running.
+    pub rss: Vec<ProcessRss>,
+    /// Live bytes per issuer and per requester (objects holding none are
+    /// left out).
+    pub by_issuer: BTreeMap<String, i64>,
+    pub by_requester: BTreeMap<String, i64>,
+    /// The same, per process.
+    #[serde(default)]
+    pub processes: Vec<ProcessLive>,
+}
+
+/// One process's live bytes by object.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProcessLive {
+    pub pid: u32,
+    pub live_bytes: i64,
+    pub by_issuer: BTreeMap<String, i64>,
+    pub by_requester: BTreeMap<String, i64>,
+}
+
+impl ProcessLive {
+    /// Adds `delta` live bytes of `issuer` and `requester`.
+    pub fn change(&mut self, issuer: &str, requester: &str, delta: i64) {
+        self.live_bytes += delta;
+        for (map, object) in [
+            (&mut self.by_issuer, issuer),
+            (&mut self.by_requester, requester),
+        ] {
+            // Looked up before inserting: no allocation on the hot path.
+            let live = match map.get_mut(object) {
+                Some(live) => live,
+                None => map.entry(object.to_owned()).or_default(),
+            };
+            *live += delta;
+            if *live == 0 {
+                map.remove(object);
+            }
+        }
+    }
+}
+
+/// A sample at `time_s` from the growth series and the processes' RSS.
+pub fn sample(
+    time_s: f64,
+    growth: &GrowthTracker,
+    mapped_bytes: u64,
+    unmapped_bytes: u64,
+    rss: Vec<ProcessRss>,
+) -> Sample {
+    let by = |role| -> BTreeMap<String, i64> {
+        growth
+            .live(role)
+            .filter(|(_, live)| *live != 0)
+            .map(|(object, live)| (object.to_owned(), live))
+            .collect()
+    };
+    let by_issuer = by(Role::Issuer);
+    Sample {
+        time_s,
+        live_bytes: by_issuer.values().sum(),
+        mapped_bytes,
+        unmapped_bytes,
+        rss,
+        by_requester: by(Role::Requester),
+        by_issuer,
+        processes: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_process_live_bytes_drop_objects_that_hold_nothing() {
+        let mut process = ProcessLive::default();
+        process.change("liba", "app", 4096);
+        process.change("libb", "app", 8192);
+        process.change("liba", "app", -4096);
+        assert_eq!(process.live_bytes, 8192);
+        assert_eq!(process.by_issuer.keys().collect::<Vec<_>>(), ["libb"]);
+        assert_eq!(process.by_requester["app"], 8192);
+    }
+
+    #[test]
+    fn samples_live_bytes_per_object() {
+        let mut growth = GrowthTracker::default();
+        let (liba, libb, app) = (growth.name("liba"), growth.name("libb"), growth.name("app"));
+        growth.change(10, Role::Issuer, liba, 4096);
+        growth.change(10, Role::Requester, app, 4096);
+        growth.change(20, Role::Issuer, libb, 0);
+        let s = sample(1.5, &growth, 8192, 4096, Vec::new());
+        assert_eq!(s.live_bytes, 4096);
+        assert_eq!(s.by_issuer.len(), 1, "objects holding nothing are left out");
+        assert_eq!(s.by_requester["app"], 4096);
+    }
+}

@@ -1,0 +1,305 @@
+//! `mmap-trace record`: check what can be checked, load and attach, run
+//! the session, then resolve and report.
+
+use std::os::unix::ffi::OsStrExt as _;
+
+use anyhow::Context as _;
+
+use super::{
+    cli::{Family, RecordArgs},
+    output::{EXIT_FAILURE, Failure, Output, render},
+};
+use crate::{
+    account::{Header, Recorder, Recording, RecordingEnd, Thresholds},
+    report::{self, Pattern},
+    resolve::{AttributionRules, resolve_all},
+    session::{Parts, Session, SessionEnd, StopWhen},
+    sys::{
+        self,
+        launch::{self, LaunchError},
+        loader::{self, Tracer},
+        perf::PerfRing,
+        pidfd::{Watched, pidfd_open},
+        targets::{self, Selection},
+    },
+    trace::{self, TraceWriter},
+};
+
+/// Runs `record`; returns the exit code (the command's, if one was run).
+pub fn run(args: RecordArgs, verbose: bool) -> Result<i32, Failure> {
+    let plan = Plan::check(&args)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    let Plan {
+        command,
+        targets,
+        patterns,
+        mut output,
+        trace,
+    } = plan;
+    let (recording, exit_code) =
+        runtime.block_on(trace_session(&args, command, targets, trace, verbose))?;
+    let report = report::build(&recording, &patterns, Thresholds::default());
+    output.write(&render(&report, args.format, args.top))?;
+    Ok(exit_code)
+}
+
+/// Everything checked before the kernel is asked for anything: a bad
+/// argument fails at once, not after a long trace.
+struct Plan {
+    command: Option<launch::Command>,
+    targets: Selection,
+    patterns: Vec<Pattern>,
+    output: Output,
+    trace: Option<TraceWriter>,
+}
+
+impl Plan {
+    fn check(args: &RecordArgs) -> Result<Self, Failure> {
+        if args.pids.is_empty()
+            && args.comms.is_empty()
+            && args.cgroup.is_none()
+            && args.command.is_empty()
+        {
+            return Err(anyhow::anyhow!(
+                "nothing to trace: give --pid, --comm, --cgroup or a command after `--` (see --help)"
+            )
+            .into());
+        }
+        let command = match args.command.as_slice() {
+            [] => None,
+            argv => Some(launch::Command::new(argv).map_err(|e| Failure {
+                code: match e {
+                    LaunchError::NotFound(_) => 127,
+                    LaunchError::NotExecutable(_) => 126,
+                    _ => EXIT_FAILURE,
+                },
+                source: e.into(),
+            })?),
+        };
+        let targets = targets::select(&args.pids, &args.comms, args.cgroup.as_deref())?;
+        sys::privileges::check()?;
+        let patterns = report::patterns::load(&args.patterns)?;
+        // A trace file gets the recording; the report then goes to stdout.
+        let trace_path = args.output.as_deref().filter(|p| trace::is_trace_path(p));
+        let output = Output::open(args.output.as_deref().filter(|_| trace_path.is_none()))?;
+        let trace = match trace_path {
+            Some(path) => Some(
+                TraceWriter::create(path, header(args))
+                    .with_context(|| format!("cannot create {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Plan {
+            command,
+            targets,
+            patterns,
+            output,
+            trace,
+        })
+    }
+}
+
+fn header(args: &RecordArgs) -> Header {
+    Header {
+        format: trace::FORMAT.into(),
+        version: trace::VERSION,
+        tool: env!("CARGO_PKG_VERSION").into(),
+        command: (!args.command.is_empty()).then(|| {
+            args.command
+                .iter()
+                .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
+                .collect()
+        }),
+        unwinder: args.unwind,
+        interposers: args.interposers.clone(),
+    }
+}
+
+async fn trace_session(
+    args: &RecordArgs,
+    command: Option<launch::Command>,
+    targets: Selection,
+    mut trace: Option<TraceWriter>,
+    verbose: bool,
+) -> Result<(Recording, i32), Failure> {
+    let mut tracer = load(args, &targets, verbose)?;
+    let mut nobody = ();
+    let recorder: &mut dyn Recorder = match &mut trace {
+        Some(writer) => writer,
+        None => &mut nobody,
+    };
+    let mut session = Session::new(Parts {
+        events: tracer.take_events()?,
+        perf: open_perf_rings()?,
+        rules_map: match args.unwind {
+            crate::model::UnwindMode::Fp => None,
+            _ => Some(tracer.take_rules()?),
+        },
+        unwind: args.unwind,
+        rules: AttributionRules::new(&args.interposers),
+        interval: args.interval,
+        recorder,
+    });
+    attach(&mut tracer, &mut session, &targets)?;
+    let command = start(&mut tracer, &mut session, command)?;
+    let stop = StopWhen {
+        command,
+        // A traced cgroup has no last process: it ends by time or signal.
+        targets: match targets.cgroup {
+            Some(_) => None,
+            None => Some(targets.watched),
+        },
+        duration: args.duration,
+    };
+    let end = session.run(stop).await.context("tracing")?;
+    let kernel = tracer.counters();
+    drop(tracer); // detach before the (slower) symbolization
+    let (recording, recording_end) = finish(args, session, end, kernel);
+    if let Some(trace) = trace {
+        trace.finish(&recording.resolved, &recording.resident, &recording_end)?;
+    }
+    Ok((
+        recording,
+        end.command_status.map_or(0, |s| s.as_exit_code()),
+    ))
+}
+
+/// Loads the eBPF programs and attaches them; nothing is traced yet.
+fn load(args: &RecordArgs, targets: &Selection, verbose: bool) -> Result<Tracer, Failure> {
+    Ok(Tracer::load(loader::Config {
+        ring_bytes: args.buffer_size << 20,
+        unwind: args.unwind,
+        stack_bytes: args.stack_bytes,
+        cgroup: targets.cgroup.as_ref().map(|c| (c.id, c.level)),
+        syscalls: Family::mask(&args.syscalls),
+        verbose,
+    })?)
+}
+
+/// Traces the running targets, then reads what they had mapped already.
+fn attach(
+    tracer: &mut Tracer,
+    session: &mut Session<'_>,
+    targets: &Selection,
+) -> Result<(), Failure> {
+    for pid in targets.all_pids() {
+        // Trace first, then read the maps: a mapping made in between is
+        // seen twice, and the traced call wins.
+        tracer.add_target(pid)?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        session.book.collector.add_target(pid, comm.trim_end(), 0);
+        session.seed(pid);
+    }
+    announce(targets);
+    Ok(())
+}
+
+/// Starts the command, traced from its first instruction: it waits at a
+/// gate until its pid is a target.
+fn start(
+    tracer: &mut Tracer,
+    session: &mut Session<'_>,
+    command: Option<launch::Command>,
+) -> Result<Option<Watched>, Failure> {
+    let Some(command) = command else {
+        return Ok(None);
+    };
+    let gated = command.spawn_gated()?;
+    let pidfd = pidfd_open(gated.pid).with_context(|| format!("watching {}", command.name()))?;
+    tracer.add_target(gated.pid)?;
+    session
+        .book
+        .collector
+        .add_target(gated.pid, command.name(), 0);
+    session.modules.claim(gated.pid);
+    let pid = gated.release().map_err(|e| Failure {
+        code: 127,
+        source: e.into(),
+    })?;
+    log::info!("started {} as pid {pid}", command.name());
+    Ok(Some(Watched { pid, pidfd }))
+}
+
+/// Resolves the stacks and closes the books.
+fn finish(
+    args: &RecordArgs,
+    session: Session<'_>,
+    end: SessionEnd,
+    kernel: crate::model::KernelCounters,
+) -> (Recording, RecordingEnd) {
+    log::info!(
+        "resolving {} stacks; tracing stopped by {}",
+        session.book.collector.stacks.len(),
+        end.stopped_by
+    );
+    let resolved = resolve_all(
+        &session.book.collector.stacks,
+        &session.modules,
+        session.rules(),
+    );
+    let executables = session
+        .book
+        .collector
+        .processes()
+        .filter_map(|p| {
+            let exe = session.modules.executable(p.pid, u64::MAX)?;
+            Some((p.pid, session.modules.object(exe).display.clone()))
+        })
+        .collect();
+    let recording_end = RecordingEnd {
+        stopped_by: end.stopped_by,
+        command_status: end.command_status,
+        time_ns: end.time_ns,
+        kernel,
+        unwinding: session
+            .unwinder
+            .as_ref()
+            .map(|u| u.counts)
+            .unwrap_or_default(),
+        tracer: sys::usage::tracer_usage(),
+        lost_mapping_records: session.modules.lost,
+        executables,
+    };
+    let recording = session
+        .book
+        .into_recording(header(args), resolved, recording_end.clone());
+    (recording, recording_end)
+}
+
+/// Says on stderr what is being traced (scripts wait for "tracing").
+fn announce(targets: &Selection) {
+    for watched in &targets.watched {
+        let comm =
+            std::fs::read_to_string(format!("/proc/{}/comm", watched.pid)).unwrap_or_default();
+        eprintln!(
+            "mmap-trace: tracing pid {} ({}); stop with Ctrl-C",
+            watched.pid,
+            comm.trim_end()
+        );
+    }
+    if !targets.others.is_empty() {
+        eprintln!(
+            "mmap-trace: tracing {} more running process{} (descendants, cgroup members)",
+            targets.others.len(),
+            if targets.others.len() == 1 { "" } else { "es" }
+        );
+    }
+    if let Some(cgroup) = &targets.cgroup {
+        eprintln!(
+            "mmap-trace: tracing cgroup {} and the processes that join it; stop with Ctrl-C",
+            cgroup.path.display()
+        );
+    }
+}
+
+fn open_perf_rings() -> anyhow::Result<Vec<PerfRing>> {
+    let cpus =
+        aya::util::online_cpus().map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))?;
+    cpus.into_iter()
+        .map(|cpu| PerfRing::open(cpu).map_err(sys::error::TraceError::Perf))
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
+}

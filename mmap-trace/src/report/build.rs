@@ -1,0 +1,295 @@
+//! Builds the [`Report`] model from a recording.
+
+use std::collections::BTreeMap;
+
+use super::{
+    Events, GrowthRow, LiveByKind, ObjectRow, Report, SCHEMA, StackRow, Target, Totals, Unwinding,
+    patterns::Pattern, stacks,
+};
+use crate::{
+    account::{Recording, Role, Thresholds},
+    model::CallKind,
+};
+
+pub fn build(recording: &Recording, patterns: &[Pattern], thresholds: Thresholds) -> Report {
+    let collector = &recording.collector;
+    let end = &recording.end;
+    let live = collector.live_by_stack();
+    let stacks = stacks::merge(recording, &live);
+    let growth = growth_rows(recording, &stacks, patterns, thresholds);
+    let mut live_by_pid: BTreeMap<u32, u64> = BTreeMap::new();
+    for entry in collector.stacks.iter() {
+        if let Some((bytes, _)) = live.get(&entry.id) {
+            *live_by_pid.entry(entry.raw.pid).or_default() += bytes;
+        }
+    }
+    let counts = &collector.counts;
+    let bytes = &collector.bytes;
+    Report {
+        schema: SCHEMA,
+        version: env!("CARGO_PKG_VERSION"),
+        command: recording.header.command.clone(),
+        command_status: end.command_status,
+        stopped_by: end.stopped_by,
+        duration_s: collector
+            .first_event_ns
+            .map_or(0.0, |first| (collector.last_event_ns - first) as f64 / 1e9),
+        unwinder: recording.header.unwinder,
+        targets: collector
+            .processes()
+            .map(|p| Target {
+                pid: p.pid,
+                parent_pid: p.parent_pid,
+                comm: p.comm.clone(),
+                exe: end.executables.get(&p.pid).cloned(),
+                exited: p.exited(),
+                live_bytes: live_by_pid.get(&p.pid).copied().unwrap_or(0),
+            })
+            .collect(),
+        events: Events {
+            mmap: counts.calls[CallKind::Mmap],
+            munmap: counts.calls[CallKind::Munmap],
+            mremap: counts.calls[CallKind::Mremap],
+            brk: counts.calls[CallKind::Brk],
+            shmat: counts.calls[CallKind::Shmat],
+            shmdt: counts.calls[CallKind::Shmdt],
+            failed: counts.failed,
+            lost: counts.lost + end.kernel.lost_records,
+            stack_errors: end.kernel.stack_errors.max(counts.stack_errors),
+            lost_mapping_records: end.lost_mapping_records,
+        },
+        unwinding: Unwinding {
+            in_kernel: end.unwinding.in_kernel,
+            from_copies: end.unwinding.from_copies,
+            rules_taught: end.unwinding.rules_taught,
+        },
+        tracer: end.tracer.clone(),
+        totals: Totals {
+            mapped_bytes: bytes.mapped,
+            unmapped_bytes: bytes.unmapped,
+            live_bytes: live.values().map(|(b, _)| b).sum(),
+            live_regions: live.values().map(|(_, r)| r).sum(),
+            unknown_unmapped_bytes: bytes.unknown_unmapped,
+            preexisting_bytes: bytes.preexisting,
+            preexisting_unmapped_bytes: bytes.preexisting_unmapped,
+            live_by_kind: live_by_kind(&stacks),
+        },
+        by_issuer: by_object(&stacks, |s| &s.issuer),
+        by_requester: by_object(&stacks, |s| &s.requester),
+        stacks,
+        growth,
+        timeline: recording.timeline.clone(),
+    }
+}
+
+/// Growth fits as rows, with resident bytes and the hints of the patterns
+/// that match the object's live stacks.
+fn growth_rows(
+    recording: &Recording,
+    stacks: &[StackRow],
+    patterns: &[Pattern],
+    thresholds: Thresholds,
+) -> Vec<GrowthRow> {
+    recording
+        .growth
+        .fits(recording.end.time_ns)
+        .into_iter()
+        .map(|growing| {
+            let of_object = |stack: &&StackRow| match growing.role {
+                Role::Issuer => stack.issuer == growing.object,
+                Role::Requester => stack.requester == growing.object,
+            };
+            let flagged = thresholds.flags(&growing);
+            let mut row = GrowthRow {
+                role: growing.role,
+                bytes_per_min: growing.fit.bytes_per_s * 60.0,
+                fit_r2: growing.fit.r2,
+                live_bytes: growing.live_bytes,
+                resident_bytes: stacks
+                    .iter()
+                    .filter(of_object)
+                    .map(|s| s.resident_bytes)
+                    .sum(),
+                flagged,
+                hints: Vec::new(),
+                patterns: Vec::new(),
+                object: growing.object.clone(),
+            };
+            if flagged {
+                for pattern in patterns {
+                    let holds = stacks.iter().filter(of_object).any(|stack| {
+                        let symbols = stack.frames.iter().filter_map(|f| f.symbol.as_deref());
+                        stack.live_bytes > 0
+                            && pattern.matches(&stack.issuer, &stack.requester, symbols)
+                    });
+                    if holds {
+                        row.patterns.push(pattern.name.clone());
+                        row.hints.extend(pattern.hints.iter().cloned());
+                    }
+                }
+            }
+            row
+        })
+        .collect()
+}
+
+/// A stack's calls are of one kind (one call site).
+fn live_by_kind(stacks: &[StackRow]) -> LiveByKind {
+    let mut kinds = LiveByKind::default();
+    for stack in stacks {
+        let kind = if stack.brk_calls > 0 {
+            &mut kinds.brk
+        } else if stack.shm_calls > 0 {
+            &mut kinds.shm
+        } else {
+            &mut kinds.mmap
+        };
+        *kind += stack.live_bytes;
+    }
+    kinds
+}
+
+/// Sums stack rows per object (issuer or requester), sorted by live bytes.
+fn by_object(stacks: &[StackRow], object: impl Fn(&StackRow) -> &String) -> Vec<ObjectRow> {
+    let mut rows: BTreeMap<&str, ObjectRow> = BTreeMap::new();
+    for stack in stacks {
+        let name = object(stack);
+        let row = rows.entry(name).or_insert_with(|| ObjectRow {
+            object: name.clone(),
+            ..Default::default()
+        });
+        row.calls += stack.calls;
+        row.mapped_bytes += stack.mapped_bytes;
+        row.unmapped_bytes += stack.unmapped_bytes;
+        row.live_bytes += stack.live_bytes;
+        row.live_regions += stack.live_regions;
+        row.resident_bytes += stack.resident_bytes;
+    }
+    let mut rows: Vec<ObjectRow> = rows.into_values().collect();
+    rows.sort_by(|a, b| {
+        (b.live_bytes, b.mapped_bytes)
+            .cmp(&(a.live_bytes, a.mapped_bytes))
+            .then_with(|| a.object.cmp(&b.object))
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        account::{Book, Header, RecordingEnd},
+        model::{
+            Call, Event, KernelCounters, PAGE_SIZE as P, StoppedBy, SyscallEvent, TracerUsage,
+            UnwindCounts, UnwindMode,
+        },
+        resolve::{AttributionRules, CodeFiles, ModuleMaps, NewMapping, place, resolve_all},
+    };
+
+    /// A process with /app at 0x1000, /lib/liba.so at 0x9000 and libc at
+    /// 0x20000: liba leaks 3 pages through libc; the app maps 2 and unmaps
+    /// them.
+    fn scenario() -> Recording {
+        let mut modules = ModuleMaps::default();
+        for (start, name) in [
+            (0x1000, "/app"),
+            (0x9000, "/lib/liba.so"),
+            (0x20000, "/lib/libc.so.6"),
+        ] {
+            modules.on_mmap(
+                7,
+                NewMapping {
+                    start,
+                    end: start + 0x1000,
+                    file_offset: 0,
+                    name: std::path::Path::new(name),
+                    inode: 1,
+                    time_ns: 0,
+                },
+            );
+        }
+        let rules = AttributionRules::default();
+        let mut code = CodeFiles::default();
+        let mut book = Book::new(0);
+        let mut call = |call: Call, ret: i64, stack: &[u64]| {
+            let event = Event::Syscall(SyscallEvent::for_test(7, 10, call, ret, stack));
+            book.apply(event, &mut (), |_, raw, time| {
+                Ok::<_, std::convert::Infallible>(place::attribute_raw(
+                    raw, time, &modules, &rules, &mut code,
+                ))
+            })
+            .unwrap();
+        };
+        let mmap = Call::anonymous_mmap;
+        call(mmap(P), 0x100000, &[0x20010, 0x9010, 0x1010]);
+        call(mmap(2 * P), 0x200000, &[0x20010, 0x9010, 0x1010]);
+        call(mmap(2 * P), 0x300000, &[0x20010, 0x1020]);
+        call(
+            Call::Munmap {
+                addr: 0x300000,
+                len: 2 * P,
+            },
+            0,
+            &[0x20020, 0x1030],
+        );
+        let resolved = resolve_all(&book.collector.stacks, &modules, &rules);
+        let header = Header {
+            format: "mmap-trace/trace".into(),
+            version: 1,
+            tool: "test".into(),
+            command: None,
+            unwinder: UnwindMode::Fp,
+            interposers: Vec::new(),
+        };
+        let end = RecordingEnd {
+            stopped_by: StoppedBy::TargetExit,
+            command_status: None,
+            time_ns: 10,
+            kernel: KernelCounters::default(),
+            unwinding: UnwindCounts::default(),
+            tracer: TracerUsage::default(),
+            lost_mapping_records: 0,
+            executables: BTreeMap::new(),
+        };
+        book.into_recording(header, resolved, end)
+    }
+
+    #[test]
+    fn tables_attribute_live_bytes_to_the_issuer() {
+        let report = build(&scenario(), &[], Thresholds::default());
+        assert_eq!(report.totals.mapped_bytes, 5 * P);
+        assert_eq!(report.totals.unmapped_bytes, 2 * P);
+        assert_eq!(report.totals.live_bytes, 3 * P);
+        assert_eq!(report.totals.live_regions, 2);
+        let issuer = &report.by_issuer[0];
+        assert_eq!(issuer.object, "/lib/liba.so");
+        assert_eq!(
+            (issuer.calls, issuer.live_bytes, issuer.live_regions),
+            (2, 3 * P, 2)
+        );
+        assert_eq!(report.by_issuer[1].object, "/app");
+        assert_eq!(report.by_issuer[1].unmapped_bytes, 2 * P);
+        assert_eq!(report.by_requester[0].object, "/lib/liba.so");
+        let top = &report.stacks[0];
+        assert_eq!(top.mmap_calls, 2, "the two liba calls share one stack");
+        assert_eq!(top.frames.len(), 3);
+        assert_eq!(top.frames[1].object, "/lib/liba.so");
+        assert_eq!(top.frames[1].offset, 0x10);
+        let sizes: Vec<_> = top
+            .sizes
+            .iter()
+            .map(|s| (s.call, s.bytes, s.calls))
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![(CallKind::Mmap, P, 1), (CallKind::Mmap, 2 * P, 1)]
+        );
+        assert_eq!(report.targets[0].live_bytes, 3 * P);
+        let json = report.to_json();
+        assert!(json.contains("\"schema\": \"mmap-trace/report/v1\""));
+        assert!(json.contains("\"unwinder\": \"fp\""), "{json}");
+        assert!(json.contains("\"stop_reason\": \"complete\""), "{json}");
+        assert!(json.contains("\"stopped_by\": \"target exit\""), "{json}");
+        assert!(json.contains("\"call\": \"mmap\""), "{json}");
+    }
+}

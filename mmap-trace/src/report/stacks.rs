@@ -1,0 +1,154 @@
+//! Stack rows: raw stacks that resolve to the same frames, merged, with
+//! their frames named.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{FrameRow, InlinedRow, SizeRow, StackRow};
+use crate::{
+    account::{Recording, UNKNOWN},
+    model::{CallKind, ObjectId, StackId, StackSource},
+    resolve::{Frame, Resolved},
+};
+
+/// Raw stacks that resolve to the same frames become one row (they differ
+/// in what the kernel walked beyond them, or in the process they ran in).
+/// Sorted by live bytes, then mapped bytes and calls.
+pub(super) fn merge(recording: &Recording, live: &BTreeMap<StackId, (u64, u64)>) -> Vec<StackRow> {
+    type Key = (Vec<(Option<ObjectId>, u64, bool)>, StackSource);
+    let resolved = &recording.resolved;
+    let mut rows: HashMap<Key, (StackRow, BTreeSet<u32>)> = HashMap::new();
+    for entry in recording.collector.stacks.iter() {
+        let Some(stack) = resolved.stacks.get(&entry.id) else {
+            continue;
+        };
+        let key: Key = (
+            stack
+                .frames
+                .iter()
+                .map(|f| (f.object, f.offset, f.recovered))
+                .collect(),
+            stack.source,
+        );
+        let (row, pids) = rows.entry(key).or_insert_with(|| {
+            let attribution = &stack.attribution;
+            let row = StackRow {
+                issuer: attribution.issuer.clone().unwrap_or_else(|| UNKNOWN.into()),
+                requester: attribution
+                    .requester
+                    .clone()
+                    .unwrap_or_else(|| UNKNOWN.into()),
+                calls: 0,
+                mmap_calls: 0,
+                munmap_calls: 0,
+                mremap_calls: 0,
+                brk_calls: 0,
+                shm_calls: 0,
+                failed_calls: 0,
+                mapped_bytes: 0,
+                unmapped_bytes: 0,
+                live_bytes: 0,
+                live_regions: 0,
+                resident_bytes: 0,
+                pids: Vec::new(),
+                sizes: Vec::new(),
+                unwinder: stack.source,
+                truncated: false,
+                stop_reason: stack.stop,
+                frames: stack
+                    .frames
+                    .iter()
+                    .map(|f| frame_row(f, resolved))
+                    .collect(),
+            };
+            (row, BTreeSet::new())
+        });
+        pids.insert(entry.raw.pid);
+        // The same frames, whether or not the walk then went astray: the
+        // row is cut if any of its stacks is, for the first reason seen.
+        if row.stop_reason.is_complete() {
+            row.stop_reason = stack.stop;
+        }
+        row.truncated = !row.stop_reason.is_complete();
+        let stats = entry.stats;
+        row.calls += stats.calls.total();
+        row.mmap_calls += stats.calls[CallKind::Mmap];
+        row.munmap_calls += stats.calls[CallKind::Munmap];
+        row.mremap_calls += stats.calls[CallKind::Mremap];
+        row.brk_calls += stats.calls[CallKind::Brk];
+        row.shm_calls += stats.calls[CallKind::Shmat] + stats.calls[CallKind::Shmdt];
+        row.failed_calls += stats.failed_calls;
+        row.mapped_bytes += stats.mapped_bytes;
+        row.unmapped_bytes += stats.unmapped_bytes;
+        for size in &stats.sizes {
+            match row
+                .sizes
+                .iter_mut()
+                .find(|s| s.call == size.call && s.bytes == size.bytes)
+            {
+                Some(existing) => existing.calls += size.calls,
+                None => row.sizes.push(SizeRow {
+                    call: size.call,
+                    bytes: size.bytes,
+                    calls: size.calls,
+                }),
+            }
+        }
+        if let Some((bytes, regions)) = live.get(&entry.id) {
+            row.live_bytes += bytes;
+            row.live_regions += regions;
+        }
+        row.resident_bytes += recording.resident.get(&entry.id).copied().unwrap_or(0);
+    }
+    let mut rows: Vec<StackRow> = rows
+        .into_values()
+        .map(|(mut row, pids)| {
+            row.pids = pids.into_iter().collect();
+            row.sizes.sort_by(|a, b| {
+                (b.calls, a.call.name(), a.bytes).cmp(&(a.calls, b.call.name(), b.bytes))
+            });
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        (b.live_bytes, b.mapped_bytes, b.calls)
+            .cmp(&(a.live_bytes, a.mapped_bytes, a.calls))
+            .then_with(|| a.issuer.cmp(&b.issuer))
+            .then_with(|| frames_key(a).cmp(&frames_key(b)))
+    });
+    rows
+}
+
+fn frames_key(row: &StackRow) -> Vec<(&str, u64)> {
+    row.frames
+        .iter()
+        .map(|f| (f.object.as_str(), f.offset))
+        .collect()
+}
+
+fn frame_row(frame: &Frame, resolved: &Resolved) -> FrameRow {
+    let symbol = frame.symbol.as_ref();
+    let object = frame.object.map(|id| resolved.object(id));
+    FrameRow {
+        addr: frame.address.address(),
+        object: object.map_or_else(|| UNKNOWN.to_owned(), |o| o.display.clone()),
+        build_id: object.and_then(|o| o.build_id.clone()),
+        offset: frame.offset,
+        symbol: symbol.map(|s| s.name.clone()),
+        symbol_offset: symbol.map(|s| s.offset),
+        file: symbol.and_then(|s| s.file.clone()),
+        line: symbol.and_then(|s| s.line),
+        inlined: symbol
+            .map(|s| {
+                s.inlined
+                    .iter()
+                    .map(|i| InlinedRow {
+                        symbol: i.name.clone(),
+                        file: i.file.clone(),
+                        line: i.line,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        recovered: frame.recovered,
+    }
+}

@@ -1,0 +1,185 @@
+//! Feeding the books: records from the kernel, decoded, unwound and
+//! attributed; mapping records into the module maps; /proc for processes
+//! found running.
+
+use std::{convert::Infallible, path::Path};
+
+use super::Session;
+use crate::{
+    model::{Event, StackSource, SyscallEvent},
+    resolve::{NewMapping, objects::name_from_kernel, place::attribute_raw},
+    sys::{
+        clock::monotonic_ns,
+        decode::decode,
+        perf::PerfRecord,
+        procmaps::{self, MapsEntry},
+    },
+};
+
+impl Session<'_> {
+    /// Decodes every record in the ring buffer into the books.
+    pub fn drain_events(&mut self) {
+        loop {
+            let decoded = match self.events.next() {
+                Some(item) => decode(&item),
+                None => break,
+            };
+            match decoded {
+                Ok(event) => self.handle(event),
+                Err(error) => {
+                    log::warn!("dropping a malformed record: {error}");
+                    self.book.lost(1, &mut *self.recorder);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, mut event: Event) {
+        match &mut event {
+            Event::Fork(e) | Event::Exec(e) => self.modules.claim(e.pid),
+            Event::Join(e) => self.seed(e.pid),
+            Event::Syscall(call) => self.unwind(call),
+            Event::Exit(_) => {}
+        }
+        let Session {
+            book,
+            modules,
+            rules,
+            code,
+            recorder,
+            ..
+        } = self;
+        let applied = book.apply(event, &mut **recorder, |_, raw, first_seen_ns| {
+            Ok::<_, Infallible>(attribute_raw(raw, first_seen_ns, modules, rules, code))
+        });
+        match applied {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+    }
+
+    fn unwind(&mut self, call: &mut SyscallEvent) {
+        if self.unwinder.is_none() {
+            return;
+        }
+        if call.source == StackSource::Window {
+            // The code's mapping records were written before the call ran;
+            // make sure they are read before its stack is placed.
+            self.drain_perf();
+        }
+        let (pid, time_ns) = (call.pid, call.time_ns);
+        let modules = &self.modules;
+        if let Some(unwinder) = &mut self.unwinder {
+            unwinder.unwind(call, |address| modules.code_at(pid, address, time_ns));
+        }
+    }
+
+    /// Moves the kernel's mapping records into the module maps.
+    pub fn drain_perf(&mut self) {
+        let modules = &mut self.modules;
+        let mut sink = |record: PerfRecord| match record {
+            PerfRecord::Mmap2 {
+                pid,
+                addr,
+                len,
+                pgoff,
+                inode,
+                name,
+                time_ns,
+            } => modules.on_mmap(
+                pid,
+                NewMapping {
+                    start: addr,
+                    end: addr.saturating_add(len),
+                    file_offset: pgoff,
+                    name: &name_from_kernel(Some(&name)),
+                    inode,
+                    time_ns,
+                },
+            ),
+            PerfRecord::Fork {
+                pid, ppid, time_ns, ..
+            } if pid != ppid => modules.on_fork(pid, ppid, time_ns),
+            PerfRecord::Exec { pid, time_ns } => modules.on_exec(pid, time_ns),
+            PerfRecord::Exit { pid, tid, time_ns } if pid == tid => modules.on_exit(pid, time_ns),
+            PerfRecord::Lost { count } => modules.lost += count,
+            _ => {}
+        };
+        for ring in &mut self.perf {
+            ring.drain(&mut sink);
+        }
+    }
+
+    /// Records what a running process already has mapped (a `--pid`
+    /// target, or a process that joined the traced cgroup).
+    pub fn seed(&mut self, pid: u32) {
+        let read_at = monotonic_ns();
+        let entries = match procmaps::read(pid) {
+            Ok(entries) => entries,
+            Err(error) => {
+                log::info!("{error}");
+                return;
+            }
+        };
+        let names: Vec<_> = entries
+            .iter()
+            .map(|e| name_from_kernel(e.name.as_deref()))
+            .collect();
+        self.modules
+            .seed(pid, executable_mappings(&entries, &names));
+        let collector = &mut self.book.collector;
+        if let Some(heap) = entries
+            .iter()
+            .find(|e| e.name.as_deref() == Some(Path::new("[heap]")))
+        {
+            collector.seed_brk(pid, heap.end);
+        }
+        for entry in entries
+            .iter()
+            .filter(|e| e.name.as_deref() != Some(Path::new("[vsyscall]")))
+        {
+            collector.seed_preexisting(pid, entry.start, entry.end, read_at);
+        }
+    }
+}
+
+/// The code mappings among a process's maps (`names[i]` is entry i's
+/// name), as mappings that were there before tracing began.
+fn executable_mappings<'a>(
+    entries: &'a [MapsEntry],
+    names: &'a [std::path::PathBuf],
+) -> impl Iterator<Item = NewMapping<'a>> {
+    entries
+        .iter()
+        .zip(names)
+        .filter(|(entry, _)| entry.executable)
+        .map(|(entry, name)| NewMapping {
+            start: entry.start,
+            end: entry.end,
+            file_offset: entry.offset,
+            name,
+            inode: entry.inode,
+            time_ns: 0,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_executable_mappings_are_code() {
+        let entries = procmaps::parse(
+            "1000-2000 r--p 00000000 fe:00 5 /bin/x\n2000-3000 r-xp 00001000 fe:00 5 /bin/x\n",
+        )
+        .unwrap();
+        let names: Vec<_> = entries
+            .iter()
+            .map(|e| name_from_kernel(e.name.as_deref()))
+            .collect();
+        let code: Vec<_> = executable_mappings(&entries, &names).collect();
+        assert_eq!(code.len(), 1);
+        assert_eq!((code[0].start, code[0].file_offset), (0x2000, 0x1000));
+        assert_eq!(code[0].name, Path::new("/bin/x"));
+    }
+}

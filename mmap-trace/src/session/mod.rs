@@ -1,0 +1,154 @@
+//! The event loop: drain the kernel's records into the books until the
+//! command exits, the targets exit, the duration ends, or a signal arrives.
+//! Whoever keeps a record of the session (a trace file) listens through a
+//! [`Recorder`]; the loop does not know who.
+
+mod feed;
+mod probe;
+mod stopper;
+
+use std::{os::fd::AsRawFd as _, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+pub use probe::ProcProbe;
+pub use stopper::StopWhen;
+
+use crate::{
+    account::{Book, Recorder},
+    model::{ExitStatus, StoppedBy, UnwindMode},
+    resolve::{AttributionRules, CodeFiles, ModuleMaps},
+    sys::{clock::monotonic_ns, launch, perf::PerfRing, rules_map::RulesMap},
+    unwind::CopyUnwinder,
+};
+use stopper::Stopper;
+
+/// How often the ring buffers and process exits are polled. The eBPF side
+/// wakes the reader only when its ring buffer fills past an eighth (or at
+/// once for a stack copy, so rules are learned quickly).
+const TICK: Duration = Duration::from_millis(10);
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub stopped_by: StoppedBy,
+    /// When tracing stopped (CLOCK_MONOTONIC ns).
+    pub time_ns: u64,
+    /// How the launched command ended, if there was one.
+    pub command_status: Option<ExitStatus>,
+}
+
+pub struct Session<'r> {
+    events: RingBuf<MapData>,
+    perf: Vec<PerfRing>,
+    pub book: Book,
+    pub modules: ModuleMaps,
+    /// Unwinds stack copies and teaches the kernel (CFI modes only).
+    pub unwinder: Option<CopyUnwinder<RulesMap>>,
+    rules: AttributionRules,
+    code: CodeFiles,
+    recorder: &'r mut dyn Recorder,
+    interval_ns: u64,
+    next_sample_ns: u64,
+}
+
+/// What a session is made of.
+pub struct Parts<'r> {
+    pub events: RingBuf<MapData>,
+    pub perf: Vec<PerfRing>,
+    pub rules_map: Option<RulesMap>,
+    pub unwind: UnwindMode,
+    pub rules: AttributionRules,
+    pub interval: Duration,
+    pub recorder: &'r mut dyn Recorder,
+}
+
+impl<'r> Session<'r> {
+    pub fn new(parts: Parts<'r>) -> Self {
+        let now = monotonic_ns();
+        Session {
+            events: parts.events,
+            perf: parts.perf,
+            book: Book::new(now),
+            modules: ModuleMaps::default(),
+            unwinder: match (parts.unwind, parts.rules_map) {
+                (UnwindMode::Fp, _) | (_, None) => None,
+                (mode, Some(map)) => Some(CopyUnwinder::new(mode, map)),
+            },
+            rules: parts.rules,
+            code: CodeFiles::default(),
+            recorder: parts.recorder,
+            interval_ns: parts.interval.as_nanos() as u64,
+            next_sample_ns: now,
+        }
+    }
+
+    pub fn rules(&self) -> &AttributionRules {
+        &self.rules
+    }
+
+    /// Runs until `stop` says so; then drains what is left and reaps a
+    /// launched command.
+    pub async fn run(&mut self, stop: StopWhen) -> std::io::Result<SessionEnd> {
+        // SAFETY: the ring buffer's descriptor stays open (owned by `self`)
+        // for as long as this registration, which ends with this function.
+        let mut ring = unsafe {
+            AsyncFd::register_with_interest(self.events.as_raw_fd(), tokio::io::Interest::READABLE)?
+        };
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut tick = tokio::time::interval(TICK);
+        let mut stopper = Stopper::new(stop);
+
+        let stopped_by = loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    self.drain_events();
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    self.drain_events();
+                    self.drain_perf();
+                    self.sample_if_due(false);
+                    if let Some(reason) = stopper.check() {
+                        break reason;
+                    }
+                }
+                // Ctrl-C reaches the command too (same process group): give
+                // it a moment to exit on its own before forwarding.
+                _ = interrupt.recv() => stopper.on_signal(StoppedBy::Sigint, libc::SIGINT, true),
+                _ = terminate.recv() => stopper.on_signal(StoppedBy::Sigterm, libc::SIGTERM, false),
+                _ = hangup.recv() => stopper.on_signal(StoppedBy::Sighup, libc::SIGHUP, false),
+            }
+        };
+        // Every record of an exited process was submitted before it exited.
+        self.drain_events();
+        self.drain_perf();
+        self.sample_if_due(true);
+        let command_status = match &stopper.stop.command {
+            Some(command) => Some(launch::reap(command.pid)?),
+            None => None,
+        };
+        Ok(SessionEnd {
+            stopped_by,
+            time_ns: monotonic_ns(),
+            command_status,
+        })
+    }
+
+    /// Takes a sample if one is due (and always when `force`).
+    fn sample_if_due(&mut self, force: bool) {
+        let now = monotonic_ns();
+        if now < self.next_sample_ns && !force {
+            return;
+        }
+        self.next_sample_ns = now + self.interval_ns;
+        self.book.sample(now, &mut ProcProbe, self.recorder);
+    }
+}

@@ -1,0 +1,26 @@
+//! What a sample reads from /proc, for the books.
+
+use std::ops::Range;
+
+use crate::{
+    account::MemoryProbe,
+    model::ProcessRss,
+    sys::{pagemap::Residency, status},
+};
+
+/// Reads /proc/PID/status and /proc/PID/pagemap.
+pub struct ProcProbe;
+
+impl MemoryProbe for ProcProbe {
+    fn rss(&mut self, pid: u32) -> Option<ProcessRss> {
+        status::read(pid)
+    }
+
+    fn resident(&mut self, pid: u32, ranges: &[Range<u64>]) -> Option<Vec<u64>> {
+        let residency = Residency::open(pid)?;
+        ranges
+            .iter()
+            .map(|range| residency.resident_bytes(range.start, range.end))
+            .collect()
+    }
+}

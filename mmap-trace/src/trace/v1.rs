@@ -1,0 +1,235 @@
+//! Version 1 of the trace format: one JSON object per line. These types are
+//! the format; they convert to and from the in-memory model, which may
+//! change without changing what is on disk.
+
+use std::{borrow::Cow, collections::HashMap, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    account::{Header, RecordingEnd, Sample},
+    model::{
+        Call, Event, FrameAddress, ObjectId, ProcessEvent, Resume, StackSource, StopReason,
+        SyscallEvent,
+    },
+    resolve::{Attribution, Frame, ObjectInfo, Resolved, ResolvedStack, SymbolInfo},
+};
+
+/// One line of a trace.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Line<'a> {
+    Header(Header),
+    #[serde(borrow)]
+    Event(EventLine<'a>),
+    StackSeen {
+        id: u32,
+        attribution: Attribution,
+    },
+    Lost {
+        records: u64,
+    },
+    Sample(Cow<'a, Sample>),
+    Stack {
+        id: u32,
+        stack: StackLine,
+    },
+    Resident {
+        id: u32,
+        bytes: u64,
+    },
+    End(RecordingEnd),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventLine<'a> {
+    #[serde(borrow)]
+    Syscall(SyscallLine<'a>),
+    Exec(Cow<'a, ProcessEvent>),
+    Exit(Cow<'a, ProcessEvent>),
+    Fork(Cow<'a, ProcessEvent>),
+    Join(Cow<'a, ProcessEvent>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SyscallLine<'a> {
+    pub pid: u32,
+    pub tid: u32,
+    pub time_ns: u64,
+    pub call: Call,
+    pub ret: i64,
+    pub user_ip: u64,
+    pub user_sp: u64,
+    pub sp_word: u64,
+    pub asid: u64,
+    pub source: StackSource,
+    #[serde(borrow)]
+    pub stack: Cow<'a, [u64]>,
+    /// The walk stopped before the outermost frame.
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Resume::is_default")]
+    pub resume: Resume,
+    #[serde(default, skip_serializing_if = "<[u8]>::is_empty")]
+    pub window: Cow<'a, [u8]>,
+    pub stack_error: i64,
+    /// Why (added within version 1: older traces say only `truncated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopReason>,
+}
+
+/// A stop reason from a trace that only says whether the walk was cut.
+fn stop_from(truncated: bool, stop: Option<StopReason>) -> StopReason {
+    match (stop, truncated) {
+        (Some(stop), _) => stop,
+        (None, false) => StopReason::Complete,
+        (None, true) => StopReason::Unknown,
+    }
+}
+
+impl<'a> From<&'a Event> for EventLine<'a> {
+    fn from(event: &'a Event) -> Self {
+        match event {
+            Event::Syscall(e) => EventLine::Syscall(SyscallLine {
+                pid: e.pid,
+                tid: e.tid,
+                time_ns: e.time_ns,
+                call: e.call,
+                ret: e.ret,
+                user_ip: e.user_ip,
+                user_sp: e.user_sp,
+                sp_word: e.sp_word,
+                asid: e.asid,
+                source: e.source,
+                stack: Cow::Borrowed(&e.stack),
+                truncated: !e.stop.is_complete(),
+                resume: e.resume,
+                window: Cow::Borrowed(&e.window),
+                stack_error: e.stack_error,
+                stop: Some(e.stop),
+            }),
+            Event::Exec(e) => EventLine::Exec(Cow::Borrowed(e)),
+            Event::Exit(e) => EventLine::Exit(Cow::Borrowed(e)),
+            Event::Fork(e) => EventLine::Fork(Cow::Borrowed(e)),
+            Event::Join(e) => EventLine::Join(Cow::Borrowed(e)),
+        }
+    }
+}
+
+impl From<EventLine<'_>> for Event {
+    fn from(line: EventLine<'_>) -> Self {
+        match line {
+            EventLine::Syscall(e) => Event::Syscall(SyscallEvent {
+                pid: e.pid,
+                tid: e.tid,
+                time_ns: e.time_ns,
+                call: e.call,
+                ret: e.ret,
+                user_ip: e.user_ip,
+                user_sp: e.user_sp,
+                sp_word: e.sp_word,
+                asid: e.asid,
+                source: e.source,
+                stack: e.stack.into_owned(),
+                stop: stop_from(e.truncated, e.stop),
+                resume: e.resume,
+                window: e.window.into_owned(),
+                stack_error: e.stack_error,
+            }),
+            EventLine::Exec(e) => Event::Exec(e.into_owned()),
+            EventLine::Exit(e) => Event::Exit(e.into_owned()),
+            EventLine::Fork(e) => Event::Fork(e.into_owned()),
+            EventLine::Join(e) => Event::Join(e.into_owned()),
+        }
+    }
+}
+
+/// A resolved stack: frames name their objects (no ids on disk).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StackLine {
+    pub frames: Vec<FrameLine>,
+    pub source: StackSource,
+    pub truncated: bool,
+    pub attribution: Attribution,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopReason>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FrameLine {
+    pub addr: u64,
+    /// (Older traces also say where the recording read the object, as
+    /// `access`: meaningless elsewhere, and ignored.)
+    pub object: Option<String>,
+    pub build_id: Option<String>,
+    pub offset: u64,
+    pub recovered: bool,
+    pub symbol: Option<SymbolInfo>,
+}
+
+impl StackLine {
+    pub fn new(stack: &ResolvedStack, resolved: &Resolved) -> Self {
+        StackLine {
+            frames: stack
+                .frames
+                .iter()
+                .map(|frame| {
+                    let object = frame.object.map(|id| resolved.object(id));
+                    FrameLine {
+                        addr: frame.address.address(),
+                        object: object.map(|o| o.display.clone()),
+                        build_id: object.and_then(|o| o.build_id.clone()),
+                        offset: frame.offset,
+                        recovered: frame.recovered,
+                        symbol: frame.symbol.clone(),
+                    }
+                })
+                .collect(),
+            source: stack.source,
+            truncated: !stack.stop.is_complete(),
+            attribution: stack.attribution.clone(),
+            stop: Some(stack.stop),
+        }
+    }
+}
+
+/// Interns the objects named in a trace's stacks.
+#[derive(Default)]
+pub struct ObjectNames {
+    ids: HashMap<(String, Option<String>), ObjectId>,
+    pub objects: Vec<ObjectInfo>,
+}
+
+impl ObjectNames {
+    fn intern(&mut self, name: String, build_id: Option<String>) -> ObjectId {
+        let key = (name, build_id);
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = ObjectId(self.objects.len() as u32);
+        self.objects
+            .push(ObjectInfo::new(PathBuf::from(&key.0), key.1.clone()));
+        self.ids.insert(key, id);
+        id
+    }
+
+    pub fn stack(&mut self, line: StackLine) -> ResolvedStack {
+        ResolvedStack {
+            frames: line
+                .frames
+                .into_iter()
+                .enumerate()
+                .map(|(index, frame)| Frame {
+                    address: FrameAddress::of_frame(index, frame.addr),
+                    object: frame.object.map(|name| self.intern(name, frame.build_id)),
+                    offset: frame.offset,
+                    recovered: frame.recovered,
+                    symbol: frame.symbol,
+                })
+                .collect(),
+            source: line.source,
+            stop: stop_from(line.truncated, line.stop),
+            attribution: line.attribution,
+        }
+    }
+}

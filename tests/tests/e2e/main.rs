@@ -1,0 +1,15 @@
+//! End-to-end tests: the real mmap-trace binary, its real eBPF programs, on
+//! real processes the tests start, with exact numbers. One binary, one
+//! module per area; every test begins with `begin()` (root, one at a time)
+//! and ends with nothing of mmap-trace's left loaded.
+
+mod attach;
+mod bad_input;
+mod containers;
+mod demo;
+mod leaks;
+mod ledger;
+mod stopping;
+mod traces;
+mod tracing;
+mod unwinding;
