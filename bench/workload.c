@@ -1,10 +1,16 @@
-/* The benchmark workload: PAIRS times, map 64 KiB and unmap it, through a
- * 3-deep call chain; it times itself and prints nanoseconds per pair.
+/* The benchmark workload.
  *
- *   workload [PAIRS] [--wait]   (default 200000)
+ *   workload [PAIRS] [--wait] [--advise]     (default 200000 pairs)
+ *       PAIRS times, map 64 KiB and unmap it, through a 3-deep call chain;
+ *       with --advise, also make it reserved and accessible again
+ *       (mprotect twice) and give its pages back (madvise DONTNEED) before
+ *       unmapping. Times itself and prints nanoseconds per pair.
+ *   workload --regions N
+ *       maps N single pages, one call each, touches them, says "mapped",
+ *       and waits for a line on stdin: what sampling resident memory costs.
  *
- * With --wait it says "ready" and waits for a line on stdin before the
- * loop, so a tracer can attach first.
+ * With --wait (and --regions) it says "ready" and waits for a line on stdin
+ * first, so a tracer can attach before the work.
  *
  * Built with -O2 and no frame pointers, as distributions build code. */
 #include <stdio.h>
@@ -15,10 +21,16 @@
 
 #define LEN (64 * 1024)
 
+static int advise;
+
 __attribute__((noinline)) int level3(void)
 {
     char *p = mmap(NULL, LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
+        return -1;
+    if (advise && (mprotect(p, LEN, PROT_NONE) != 0 ||
+                   mprotect(p, LEN, PROT_READ | PROT_WRITE) != 0 ||
+                   madvise(p, LEN, MADV_DONTNEED) != 0))
         return -1;
     return munmap(p, LEN);
 }
@@ -26,15 +38,37 @@ __attribute__((noinline)) int level3(void)
 __attribute__((noinline)) int level2(void) { return level3() + 1; }
 __attribute__((noinline)) int level1(void) { return level2() + 1; }
 
+static int wait_for_line(const char *say)
+{
+    char line[16];
+    printf("%s\n", say);
+    fflush(stdout);
+    return fgets(line, sizeof line, stdin) ? 0 : -1;
+}
+
+static int regions(long count)
+{
+    if (wait_for_line("ready") != 0)
+        return 2;
+    for (long i = 0; i < count; i++) {
+        char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return 1;
+        p[0] = 1;
+    }
+    return wait_for_line("mapped") != 0 ? 2 : 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 2 && strcmp(argv[1], "--regions") == 0)
+        return regions(atol(argv[2]));
     long pairs = argc > 1 ? atol(argv[1]) : 200000;
-    if (argc > 2 && strcmp(argv[2], "--wait") == 0) {
-        char line[16];
-        printf("ready\n");
-        fflush(stdout);
-        if (!fgets(line, sizeof line, stdin))
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--wait") == 0 && wait_for_line("ready") != 0)
             return 2;
+        if (strcmp(argv[i], "--advise") == 0)
+            advise = 1;
     }
     struct timespec start, end;
     long failures = 0;

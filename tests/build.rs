@@ -33,6 +33,7 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
         &["libbalanced.c"],
         &["-O2", "-fPIC", "-shared"],
     ),
+    ("libhoard.so", &["libhoard.c"], &["-O2", "-fPIC", "-shared"]),
     (
         "growth",
         &["growth.c"],
@@ -40,10 +41,23 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
             "-O2",
             "-L@OUT",
             "-l:libleak.so",
+            "-l:libhoard.so",
             "-l:libbalanced.so",
             "-Wl,-rpath,$ORIGIN",
         ],
     ),
+    (
+        "reserve",
+        &["reserve.c"],
+        &["-O0", "-fno-omit-frame-pointer"],
+    ),
+    (
+        "dontneed",
+        &["dontneed.c"],
+        &["-O0", "-fno-omit-frame-pointer"],
+    ),
+    ("warmup", &["warmup.c"], &["-O0", "-fno-omit-frame-pointer"]),
+    ("memfd", &["memfd.c"], &["-O0", "-fno-omit-frame-pointer"]),
     (
         "ucx",
         &["ucx.c"],

@@ -2,12 +2,15 @@
  * request and gives it back when done, except that it forgets every fourth
  * one. Plain libc mmap/munmap traffic runs alongside, in balance.
  *
- *   lab [ROUNDS] [fixed]    (default 64; every 4th round leaks 256 KiB,
- *                            unless "fixed") */
+ *   lab [ROUNDS] [fixed|leaky] [PACE_MS]
+ *       ROUNDS: default 64; every 4th round leaks 256 KiB, unless "fixed";
+ *       PACE_MS: a pause after each round (default none), so a run can
+ *       last long enough to judge its growth. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 void *lab_region_get(size_t len);
 int lab_region_put(void *p, size_t len);
@@ -37,8 +40,12 @@ int main(int argc, char **argv)
 {
     int rounds = argc > 1 ? atoi(argv[1]) : 64;
     int fixed = argc > 2 && strcmp(argv[2], "fixed") == 0;
+    long pace_ms = argc > 3 ? atol(argv[3]) : 0;
+    struct timespec pace = {pace_ms / 1000, (pace_ms % 1000) * 1000 * 1000};
     int leaked = 0;
     for (int round = 0; round < rounds; round++) {
+        if (round > 0 && pace_ms > 0)
+            nanosleep(&pace, NULL);
         void *region = cache_register();
         scratch_work();
         if (round % 4 == 3 && !fixed)

@@ -30,9 +30,11 @@ pub mod kind {
 /// x86_64 syscall numbers of the calls we trace.
 pub mod nr {
     pub const MMAP: u64 = 9;
+    pub const MPROTECT: u64 = 10;
     pub const MUNMAP: u64 = 11;
     pub const BRK: u64 = 12;
     pub const MREMAP: u64 = 25;
+    pub const MADVISE: u64 = 28;
     pub const SHMAT: u64 = 30;
     pub const SHMDT: u64 = 67;
 }
@@ -45,7 +47,27 @@ pub mod families {
     pub const BRK: u32 = 2;
     /// shmat, shmdt (System V shared memory).
     pub const SHM: u32 = 4;
-    pub const ALL: u32 = MMAP | BRK | SHM;
+    /// mprotect: reserved address space made accessible, and back.
+    pub const MPROTECT: u32 = 8;
+    /// madvise with advice that gives pages back (see [`crate::madvise`]).
+    pub const MADVISE: u32 = 16;
+    pub const ALL: u32 = MMAP | BRK | SHM | MPROTECT | MADVISE;
+}
+
+/// The madvise advice that gives resident pages back without unmapping:
+/// the only madvise calls traced.
+pub mod madvise {
+    pub const DONTNEED: u64 = 4;
+    pub const FREE: u64 = 8;
+    pub const REMOVE: u64 = 9;
+    pub const PAGEOUT: u64 = 21;
+    pub const DONTNEED_LOCKED: u64 = 24;
+
+    /// Is this advice one that releases pages?
+    #[inline(always)]
+    pub fn releases(advice: u64) -> bool {
+        matches!(advice, DONTNEED | FREE | REMOVE | PAGEOUT | DONTNEED_LOCKED)
+    }
 }
 
 /// Indexes into the per-CPU `COUNTERS` array.

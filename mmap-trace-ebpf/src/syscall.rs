@@ -13,7 +13,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use mmap_trace_common::{
-    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, families, kind, nr, stop, unwind,
+    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, families, kind, madvise, nr, stop,
+    unwind,
 };
 
 use crate::{
@@ -30,6 +31,8 @@ fn is_mapping_call(id: u64) -> bool {
         nr::MMAP | nr::MUNMAP | nr::MREMAP => families::MMAP,
         nr::BRK => families::BRK,
         nr::SHMAT | nr::SHMDT => families::SHM,
+        nr::MPROTECT => families::MPROTECT,
+        nr::MADVISE => families::MADVISE,
         _ => return false,
     };
     SYSCALLS.load() & family != 0
@@ -58,6 +61,10 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
     let Ok(regs) = (unsafe { bpf_probe_read_kernel(regs) }) else {
         return 0;
     };
+    // Only the advice that gives pages back changes what a process holds.
+    if id == nr::MADVISE && !madvise::releases(regs.syscall_args()[2]) {
+        return 0;
+    }
     // SAFETY: the helper has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let Some(scratch) = SCRATCH.get_ptr_mut(cpu) else {

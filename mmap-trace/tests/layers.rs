@@ -76,7 +76,11 @@ fn layers_import_only_layers_below_them() {
             }
         }
     }
-    assert!(wrong.is_empty(), "arrows the wrong way:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "arrows the wrong way:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]

@@ -15,8 +15,8 @@ pub fn fixture(name: &str) -> PathBuf {
 /// A fixture that said "ready" and waits for a line on stdin.
 pub struct Waiting {
     child: Child,
-    /// Kept open so the fixture can print without a broken pipe.
-    _out: BufReader<ChildStdout>,
+    /// What it says; kept open so it can print without a broken pipe.
+    out: BufReader<ChildStdout>,
 }
 
 impl Waiting {
@@ -31,22 +31,50 @@ impl Waiting {
         let mut line = String::new();
         out.read_line(&mut line).expect("read the fixture's stdout");
         assert_eq!(line, "ready\n", "{} did not get ready", program.display());
-        Waiting { child, _out: out }
+        Waiting { child, out }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Lets it go on, and waits for it to exit successfully.
-    pub fn go_and_wait(mut self) {
-        self.child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(b"go\n")
-            .expect("write to the fixture");
+    /// Lets it go on (a line on its stdin).
+    pub fn go(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("piped");
+        stdin.write_all(b"go\n").expect("write to the fixture");
+        stdin.flush().expect("flush the fixture's stdin");
+    }
+
+    /// Waits until it says `line`.
+    pub fn expect_line(&mut self, line: &str) {
+        let mut said = String::new();
+        self.out
+            .read_line(&mut said)
+            .expect("read the fixture's stdout");
+        assert_eq!(said.trim_end(), line, "the fixture said something else");
+    }
+
+    /// Waits for it to exit successfully (after a last "go", if it waits
+    /// for one).
+    pub fn finish(mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            // It may have exited already: a closed pipe is fine then.
+            if let Err(error) = stdin.write_all(b"go\n") {
+                assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+            }
+        }
         let status = self.child.wait().expect("wait for the fixture");
         assert!(status.success(), "the fixture failed: {status}");
+    }
+
+    /// Ends it (SIGKILL) and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill the fixture");
+        self.child.wait().expect("reap the fixture");
+    }
+
+    /// Lets it go on, and waits for it to exit successfully.
+    pub fn go_and_wait(self) {
+        self.finish();
     }
 }

@@ -4,14 +4,14 @@
 //! [`Book::apply`], so both keep the same books.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     ops::Range,
 };
 
 use super::{
     collector::Collector,
-    growth::{GrowthTracker, NameId, Role},
     ledger::Origin,
+    live::{LiveByObject, NameId, Role},
     recorder::Recorder,
     recording::{Header, Recording, RecordingEnd},
     timeline::{self, ProcessLive, Sample},
@@ -28,27 +28,64 @@ pub const UNKNOWN: &str = "[unknown]";
 pub trait MemoryProbe {
     /// `pid`'s resident set as the kernel counts it; `None` once it is gone.
     fn rss(&mut self, pid: u32) -> Option<ProcessRss>;
-    /// Resident bytes in each of `ranges` of `pid`, in order; `None` if
-    /// they cannot be read (the process is gone).
+    /// Resident bytes in each of `ranges` (sorted, not overlapping) of
+    /// `pid`, in order; `None` if they cannot be read (the process is gone).
     fn resident(&mut self, pid: u32, ranges: &[Range<u64>]) -> Option<Vec<u64>>;
 }
 
-/// A stack's attribution, and its names as the growth fits know them.
-#[derive(Clone, Debug)]
-struct Attributed {
+/// A stack's issuer and requester, as names the books know.
+#[derive(Clone, Copy, Debug)]
+struct Names {
     issuer: NameId,
     requester: NameId,
 }
 
+/// Names stacks the first time they hold bytes.
+struct Naming<'b> {
+    names: &'b mut Vec<Option<Names>>,
+    live: &'b mut LiveByObject,
+    recorder: &'b mut dyn Recorder,
+}
+
+impl Naming<'_> {
+    fn of<E>(
+        &mut self,
+        id: StackId,
+        collector: &Collector,
+        attribute: &mut impl FnMut(StackId, &RawStack, u64) -> Result<Attribution, E>,
+    ) -> Result<Names, E> {
+        if self.names.len() <= id.index() {
+            self.names.resize(id.index() + 1, None);
+        }
+        if let Some(known) = self.names[id.index()] {
+            return Ok(known);
+        }
+        let (raw, first_seen_ns) = collector.stacks.get(id);
+        let attribution = attribute(id, raw, first_seen_ns)?;
+        self.recorder.stack_seen(id, &attribution);
+        let known = Names {
+            issuer: self
+                .live
+                .name(attribution.issuer.as_deref().unwrap_or(UNKNOWN)),
+            requester: self
+                .live
+                .name(attribution.requester.as_deref().unwrap_or(UNKNOWN)),
+        };
+        self.names[id.index()] = Some(known);
+        Ok(known)
+    }
+}
+
 pub struct Book {
     pub collector: Collector,
-    pub growth: GrowthTracker,
+    pub live: LiveByObject,
     pub timeline: Vec<Sample>,
-    /// Resident bytes in each stack's live ranges, at the last sample its
-    /// process was alive for.
+    /// Resident bytes each stack holds (see `Region::holder`), at the last
+    /// sample, in the processes running then: a stack of processes that
+    /// exited holds an unknown amount, and is absent.
     pub resident: HashMap<StackId, u64>,
     /// Indexed by stack id; `None` until the stack first holds bytes.
-    attributed: Vec<Option<Attributed>>,
+    names: Vec<Option<Names>>,
     /// Live bytes by object, per process.
     per_process: BTreeMap<u32, ProcessLive>,
     /// The time origin of samples (CLOCK_MONOTONIC ns).
@@ -59,10 +96,10 @@ impl Book {
     pub fn new(started_ns: u64) -> Self {
         Book {
             collector: Collector::default(),
-            growth: GrowthTracker::default(),
+            live: LiveByObject::default(),
             timeline: Vec::new(),
             resident: HashMap::new(),
-            attributed: Vec::new(),
+            names: Vec::new(),
             per_process: BTreeMap::new(),
             started_ns,
         }
@@ -78,45 +115,38 @@ impl Book {
         mut attribute: impl FnMut(StackId, &RawStack, u64) -> Result<Attribution, E>,
     ) -> Result<(), E> {
         recorder.event(&event);
-        let time_ns = event.time_ns();
         self.collector.handle(event);
         let Book {
             collector,
-            growth,
-            attributed,
+            live,
+            names,
             per_process,
             ..
         } = self;
+        let mut naming = Naming {
+            names,
+            live,
+            recorder,
+        };
         for &(id, delta) in collector.last_deltas() {
-            if attributed.len() <= id.index() {
-                attributed.resize(id.index() + 1, None);
-            }
-            let names = match &attributed[id.index()] {
-                Some(names) => names.clone(),
-                None => {
-                    let (raw, first_seen_ns) = collector.stacks.get(id);
-                    let attribution = attribute(id, raw, first_seen_ns)?;
-                    recorder.stack_seen(id, &attribution);
-                    let names = Attributed {
-                        issuer: growth.name(attribution.issuer.as_deref().unwrap_or(UNKNOWN)),
-                        requester: growth.name(attribution.requester.as_deref().unwrap_or(UNKNOWN)),
-                    };
-                    attributed[id.index()] = Some(names.clone());
-                    names
-                }
-            };
+            let stack_names = naming.of(id, collector, &mut attribute)?;
+            let live = &mut *naming.live;
             let pid = collector.stacks.get(id).0.pid;
             let process = per_process.entry(pid).or_insert_with(|| ProcessLive {
                 pid,
                 ..Default::default()
             });
             process.change(
-                growth.name_str(names.issuer),
-                growth.name_str(names.requester),
+                live.name_str(stack_names.issuer),
+                live.name_str(stack_names.requester),
                 delta,
             );
-            growth.change(time_ns, Role::Issuer, names.issuer, delta);
-            growth.change(time_ns, Role::Requester, names.requester, delta);
+            live.change(Role::Issuer, stack_names.issuer, delta);
+            live.change(Role::Requester, stack_names.requester, delta);
+        }
+        // A stack that made reserved bytes accessible now holds their pages.
+        if let Some(committer) = collector.last_committer() {
+            naming.of(committer, collector, &mut attribute)?;
         }
         Ok(())
     }
@@ -133,7 +163,6 @@ impl Book {
             header,
             collector: self.collector,
             resolved,
-            growth: self.growth,
             resident: self.resident,
             timeline: self.timeline,
             end,
@@ -146,6 +175,14 @@ impl Book {
         recorder.lost(records);
     }
 
+    /// The resident bytes of `[start, start+len)` of `pid` at the last
+    /// sample (what a madvise there gives back).
+    pub fn resident_in(&self, pid: u32, start: u64, len: u64) -> u64 {
+        self.collector
+            .process_of(pid)
+            .map_or(0, |p| p.space.resident_in(start, len))
+    }
+
     /// Samples live bytes per object and process, and resident memory, at
     /// `now_ns`.
     pub fn sample(
@@ -154,20 +191,12 @@ impl Book {
         probe: &mut dyn MemoryProbe,
         recorder: &mut dyn Recorder,
     ) {
-        let running: Vec<u32> = self
-            .collector
-            .processes()
-            .filter(|p| !p.exited())
-            .map(|p| p.pid)
-            .collect();
-        let traced_resident = self.measure_residency(probe, &running);
-        let rss = running.iter().filter_map(|&pid| probe.rss(pid)).collect();
         let mut sample = timeline::sample(
             now_ns.saturating_sub(self.started_ns) as f64 / 1e9,
-            &self.growth,
+            &self.live,
             self.collector.bytes.mapped,
             self.collector.bytes.unmapped,
-            rss,
+            Vec::new(),
         );
         sample.processes = self
             .per_process
@@ -175,49 +204,79 @@ impl Book {
             .filter(|p| p.live_bytes != 0)
             .cloned()
             .collect();
-        for rss in &mut sample.rss {
-            rss.traced_resident = traced_resident.get(&rss.pid).copied().unwrap_or(0);
-            rss.unexplained_anon = rss.rss_anon.saturating_sub(rss.traced_resident);
+        self.resident.clear();
+        let mut probed = Vec::new();
+        for process in self.collector.processes_mut().filter(|p| !p.exited()) {
+            let ranges: Vec<Range<u64>> = process
+                .space
+                .regions()
+                .map(|region| region.start..region.end)
+                .collect();
+            let Some(resident) = probe.resident(process.pid, &ranges) else {
+                continue;
+            };
+            let mut traced = 0;
+            for (region, bytes) in process.space.regions_mut().zip(resident) {
+                region.resident = bytes;
+                if let Origin::Traced(holder) = region.holder() {
+                    *self.resident.entry(holder).or_default() += bytes;
+                    *sample.resident_by_kind.get_mut(region.kind) += bytes;
+                    traced += bytes;
+                }
+            }
+            probed.push((process.pid, traced));
+        }
+        // Every stack of a probed process is known, holding pages or not.
+        for entry in self.collector.stacks.iter() {
+            if probed.iter().any(|&(pid, _)| pid == entry.raw.pid) {
+                self.resident.entry(entry.id).or_default();
+            }
+        }
+        self.resident_by_object(&mut sample, &probed);
+        for (pid, traced) in probed {
+            if let Some(mut rss) = probe.rss(pid) {
+                rss.traced_resident = traced;
+                rss.unexplained_anon = rss.rss_anon.saturating_sub(traced);
+                sample.rss.push(rss);
+            }
         }
         recorder.sample(&sample);
         self.timeline.push(sample);
     }
 
-    /// Resident bytes per stack in the live ranges of running processes
-    /// (stacks of exited processes keep their last figure); returns the
-    /// traced resident bytes per process.
-    fn measure_residency(
-        &mut self,
-        probe: &mut dyn MemoryProbe,
-        running: &[u32],
-    ) -> HashMap<u32, u64> {
-        let running_pids: HashSet<u32> = running.iter().copied().collect();
-        let stacks = &self.collector.stacks;
-        self.resident
-            .retain(|id, _| !running_pids.contains(&stacks.get(*id).0.pid));
-        let mut per_process = HashMap::new();
-        for process in self
-            .collector
-            .processes()
-            .filter(|p| running_pids.contains(&p.pid))
-        {
-            let (ids, ranges): (Vec<StackId>, Vec<Range<u64>>) = process
-                .space
-                .regions()
-                .filter_map(|region| match region.origin {
-                    Origin::Traced(id) => Some((id, region.start..region.end)),
-                    Origin::PreExisting => None,
-                })
-                .unzip();
-            let Some(resident) = probe.resident(process.pid, &ranges) else {
+    /// Resident bytes per issuer and requester, over the probed processes:
+    /// every object such a process holds live bytes of is in, 0 or not.
+    fn resident_by_object(&self, sample: &mut Sample, probed: &[(u32, u64)]) {
+        for (pid, _) in probed {
+            if let Some(process) = self.per_process.get(pid) {
+                for object in process.by_issuer.keys() {
+                    sample.resident_by_issuer.entry(object.clone()).or_default();
+                }
+                for object in process.by_requester.keys() {
+                    sample
+                        .resident_by_requester
+                        .entry(object.clone())
+                        .or_default();
+                }
+            }
+        }
+        for (&stack, &bytes) in &self.resident {
+            let Some(Some(names)) = self.names.get(stack.index()) else {
                 continue;
             };
-            for (id, bytes) in ids.into_iter().zip(&resident) {
-                *self.resident.entry(id).or_default() += bytes;
+            for (map, name) in [
+                (&mut sample.resident_by_issuer, names.issuer),
+                (&mut sample.resident_by_requester, names.requester),
+            ] {
+                let object = self.live.name_str(name);
+                match map.get_mut(object) {
+                    Some(total) => *total += bytes,
+                    None => {
+                        map.insert(object.to_owned(), bytes);
+                    }
+                }
             }
-            per_process.insert(process.pid, resident.iter().sum());
         }
-        per_process
     }
 }
 
@@ -226,7 +285,7 @@ mod tests {
     use std::convert::Infallible;
 
     use super::*;
-    use crate::model::{Call, PAGE_SIZE as P, SyscallEvent};
+    use crate::model::{Call, PAGE_SIZE as P, SyscallEvent, prot};
 
     /// A fake /proc: every process has 100 KiB of RSS, and the first page
     /// of every range is resident.
@@ -270,14 +329,12 @@ mod tests {
         }
     }
 
+    fn call(time_ns: u64, call: Call, ret: i64, stack: &[u64]) -> Event {
+        Event::Syscall(SyscallEvent::for_test(7, time_ns, call, ret, stack))
+    }
+
     fn mmap(time_ns: u64, len: u64, addr: i64, stack: &[u64]) -> Event {
-        Event::Syscall(SyscallEvent::for_test(
-            7,
-            time_ns,
-            Call::anonymous_mmap(len),
-            addr,
-            stack,
-        ))
+        call(time_ns, Call::anonymous_mmap(len), addr, stack)
     }
 
     fn name_by_first_frame(_: StackId, raw: &RawStack, _: u64) -> Result<Attribution, Infallible> {
@@ -288,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn events_feed_growth_per_object_and_the_recorder_in_order() {
+    fn events_feed_live_bytes_per_object_and_the_recorder_in_order() {
         let mut book = Book::new(0);
         let mut heard = Heard::default();
         let apply = |book: &mut Book, heard: &mut Heard, event| {
@@ -311,20 +368,51 @@ mod tests {
                 "sample 16384"
             ]
         );
-        let live: BTreeMap<&str, i64> = book.growth.live(Role::Issuer).collect();
+        let live: BTreeMap<&str, i64> = book.live.live(Role::Issuer).collect();
         assert_eq!(
             live,
             BTreeMap::from([("lib1", 3 * P as i64), ("lib2", P as i64)])
         );
-        let requesters: Vec<_> = book.growth.live(Role::Requester).collect();
+        let requesters: Vec<_> = book.live.live(Role::Requester).collect();
         assert_eq!(requesters, [(UNKNOWN, 4 * P as i64)]);
         let sample = &book.timeline[0];
         assert_eq!(sample.time_s, 1.0);
         assert_eq!(sample.processes[0].by_issuer["lib1"], 3 * P as i64);
         assert_eq!(sample.rss[0].traced_resident, 3 * P, "3 ranges");
         assert_eq!(sample.rss[0].unexplained_anon, (100 << 10) - 3 * P);
+        assert_eq!(sample.resident_by_issuer["lib1"], 2 * P);
+        assert_eq!(sample.resident_by_kind.private_anon, 3 * P);
         assert_eq!(book.resident[&StackId(0)], 2 * P);
         assert_eq!(book.collector.counts.lost, 3);
+    }
+
+    #[test]
+    fn committed_pages_belong_to_the_committing_stack() {
+        let mut book = Book::new(0);
+        let reserve = Call::Mmap {
+            addr: 0,
+            len: 16 * P,
+            prot: prot::NONE,
+            flags: 0x22,
+            fd: -1,
+            offset: 0,
+        };
+        let commit = Call::Mprotect {
+            addr: 0x100000,
+            len: 2 * P,
+            prot: prot::READ | prot::WRITE,
+        };
+        for event in [call(10, reserve, 0x100000, &[1]), call(20, commit, 0, &[2])] {
+            book.apply(event, &mut (), name_by_first_frame).unwrap();
+        }
+        book.sample(1_000_000_000, &mut FakeProc, &mut ());
+        let sample = &book.timeline[0];
+        // Two regions (committed, reserved): one page each.
+        assert_eq!(sample.resident_by_issuer["lib2"], P, "the committed range");
+        assert_eq!(sample.resident_by_issuer["lib1"], P);
+        let holdings = book.collector.holdings();
+        assert_eq!(holdings[&StackId(0)].reserved, 14 * P);
+        assert_eq!(holdings[&StackId(1)].accessible, 2 * P);
     }
 
     #[test]

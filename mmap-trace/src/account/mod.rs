@@ -7,13 +7,15 @@ pub mod book;
 pub mod collector;
 pub mod growth;
 pub mod ledger;
+pub mod live;
 pub mod recorder;
 pub mod recording;
 pub mod timeline;
 
 pub use book::{Book, MemoryProbe, UNKNOWN};
 pub use collector::Collector;
-pub use growth::{GrowthTracker, Role, Thresholds};
+pub use growth::{SteadyFit, Thresholds, fit_steady};
+pub use live::{LiveByObject, Role};
 pub use recorder::Recorder;
 pub use recording::{Header, Recording, RecordingEnd};
-pub use timeline::Sample;
+pub use timeline::{KindBytes, Sample};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::{collector::Collector, growth::GrowthTracker, timeline::Sample};
+use super::{collector::Collector, timeline::Sample};
 use crate::{
     model::{
         ExitStatus, KernelCounters, StackId, StoppedBy, TracerUsage, UnwindCounts, UnwindMode,
@@ -49,9 +49,8 @@ pub struct Recording {
     pub header: Header,
     pub collector: Collector,
     pub resolved: Resolved,
-    pub growth: GrowthTracker,
-    /// Resident bytes per stack, at the last sample its process was alive
-    /// for.
+    /// Resident bytes per stack at the last sample, for the stacks of
+    /// processes running then (others: unknown).
     pub resident: HashMap<StackId, u64>,
     pub timeline: Vec<Sample>,
     pub end: RecordingEnd,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::growth::{GrowthTracker, Role};
-use crate::model::ProcessRss;
+use super::live::{LiveByObject, Role};
+use crate::model::{MemoryKind, ProcessRss};
 
 /// One sample, over all traced processes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
@@ -23,9 +23,52 @@ pub struct Sample {
     /// left out).
     pub by_issuer: BTreeMap<String, i64>,
     pub by_requester: BTreeMap<String, i64>,
+    /// Resident bytes per issuer and per requester, for the objects that
+    /// running processes hold (an object only exited processes held is
+    /// unknown, so absent).
+    #[serde(default)]
+    pub resident_by_issuer: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub resident_by_requester: BTreeMap<String, u64>,
+    /// Resident bytes of traced mappings in running processes, by kind.
+    #[serde(default)]
+    pub resident_by_kind: KindBytes,
     /// The same, per process.
     #[serde(default)]
     pub processes: Vec<ProcessLive>,
+}
+
+/// Bytes per kind of memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KindBytes {
+    pub private_anon: u64,
+    pub shared: u64,
+    pub file: u64,
+    pub heap: u64,
+}
+
+impl KindBytes {
+    pub fn get_mut(&mut self, kind: MemoryKind) -> &mut u64 {
+        match kind {
+            MemoryKind::PrivateAnon => &mut self.private_anon,
+            MemoryKind::Shared => &mut self.shared,
+            MemoryKind::File => &mut self.file,
+            MemoryKind::Heap => &mut self.heap,
+        }
+    }
+
+    pub fn get(&self, kind: MemoryKind) -> u64 {
+        match kind {
+            MemoryKind::PrivateAnon => self.private_anon,
+            MemoryKind::Shared => self.shared,
+            MemoryKind::File => self.file,
+            MemoryKind::Heap => self.heap,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.private_anon + self.shared + self.file + self.heap
+    }
 }
 
 /// One process's live bytes by object.
@@ -58,17 +101,17 @@ impl ProcessLive {
     }
 }
 
-/// A sample at `time_s` from the growth series and the processes' RSS.
+/// A sample at `time_s` of live bytes per object and the processes' RSS
+/// (resident bytes per object are added by the caller).
 pub fn sample(
     time_s: f64,
-    growth: &GrowthTracker,
+    live: &LiveByObject,
     mapped_bytes: u64,
     unmapped_bytes: u64,
     rss: Vec<ProcessRss>,
 ) -> Sample {
     let by = |role| -> BTreeMap<String, i64> {
-        growth
-            .live(role)
+        live.live(role)
             .filter(|(_, live)| *live != 0)
             .map(|(object, live)| (object.to_owned(), live))
             .collect()
@@ -82,7 +125,7 @@ pub fn sample(
         rss,
         by_requester: by(Role::Requester),
         by_issuer,
-        processes: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -103,12 +146,12 @@ mod tests {
 
     #[test]
     fn samples_live_bytes_per_object() {
-        let mut growth = GrowthTracker::default();
-        let (liba, libb, app) = (growth.name("liba"), growth.name("libb"), growth.name("app"));
-        growth.change(10, Role::Issuer, liba, 4096);
-        growth.change(10, Role::Requester, app, 4096);
-        growth.change(20, Role::Issuer, libb, 0);
-        let s = sample(1.5, &growth, 8192, 4096, Vec::new());
+        let mut live = LiveByObject::default();
+        let (liba, libb, app) = (live.name("liba"), live.name("libb"), live.name("app"));
+        live.change(Role::Issuer, liba, 4096);
+        live.change(Role::Requester, app, 4096);
+        live.change(Role::Issuer, libb, 0);
+        let s = sample(1.5, &live, 8192, 4096, Vec::new());
         assert_eq!(s.live_bytes, 4096);
         assert_eq!(s.by_issuer.len(), 1, "objects holding nothing are left out");
         assert_eq!(s.by_requester["app"], 4096);

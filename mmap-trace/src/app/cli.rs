@@ -61,7 +61,39 @@ pub struct ReportArgs {
     /// How many stacks the text report shows.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+
+    #[command(flatten)]
+    pub verdict: VerdictArgs,
 }
+
+/// When growth gets a verdict, and what a verdict does to the exit status.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct VerdictArgs {
+    /// The shortest traced window (of running processes) that gets a
+    /// growth verdict; it also needs 5 samples (see --interval). Shorter
+    /// runs are reported without one: what they leave mapped is in the
+    /// tables.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
+    pub min_window: Duration,
+
+    /// Exit with status 10 when anything's resident memory grows steadily
+    /// (for CI gates and scripted labs). A launched command that fails
+    /// keeps its own status.
+    #[arg(long)]
+    pub fail_on_growth: bool,
+}
+
+impl VerdictArgs {
+    pub fn judging(&self) -> crate::report::Judging {
+        crate::report::Judging {
+            min_window_s: self.min_window.as_secs_f64(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The exit status of `--fail-on-growth` when something is flagged.
+pub const EXIT_GROWTH: i32 = 10;
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
@@ -76,6 +108,11 @@ pub struct DiffArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// For traces: the shortest window that gets a growth verdict (as
+    /// record --min-window).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = parse_duration)]
+    pub min_window: Duration,
 }
 
 const RECORD_EXAMPLES: &str = "\
@@ -139,8 +176,8 @@ pub struct RecordArgs {
     #[arg(long = "interposer", value_name = "NAME")]
     pub interposers: Vec<String>,
 
-    /// How often to sample live bytes per object and the processes' RSS
-    /// (the report's timeline).
+    /// How often to sample live and resident bytes per object and the
+    /// processes' RSS (the report's timeline, and what growth is judged on).
     #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 
@@ -153,13 +190,18 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
 
+    #[command(flatten)]
+    pub verdict: VerdictArgs,
+
     /// Which calls to trace: mmap (mmap, munmap, mremap), brk (the heap),
-    /// shm (System V shmat/shmdt). Comma-separated.
+    /// shm (System V shmat/shmdt), mprotect (reserved address space made
+    /// accessible and back), madvise (only advice that gives pages back:
+    /// DONTNEED, FREE, REMOVE, PAGEOUT). Comma-separated.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "mmap,brk,shm"
+        default_value = "mmap,brk,shm,mprotect,madvise"
     )]
     pub syscalls: Vec<Family>,
 
@@ -193,6 +235,10 @@ pub enum Family {
     Brk,
     /// shmat, shmdt: System V shared memory.
     Shm,
+    /// mprotect: reserved (PROT_NONE) and accessible address space.
+    Mprotect,
+    /// madvise that gives pages back (DONTNEED, FREE, REMOVE, PAGEOUT).
+    Madvise,
 }
 
 impl Family {
@@ -205,6 +251,8 @@ impl Family {
                 Family::Mmap => bits::MMAP,
                 Family::Brk => bits::BRK,
                 Family::Shm => bits::SHM,
+                Family::Mprotect => bits::MPROTECT,
+                Family::Madvise => bits::MADVISE,
             })
             .fold(0, |mask, bit| mask | bit)
     }

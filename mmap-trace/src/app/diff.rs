@@ -14,14 +14,14 @@ use super::{
     cli::{DiffArgs, Format},
     output::{Failure, Output},
 };
-use crate::{account::Thresholds, report, report::text::bytes, trace};
+use crate::{report, report::text::bytes, trace};
 
 /// A report as JSON, from a trace or a JSON report file.
-fn load_report(path: &Path) -> anyhow::Result<Value> {
+fn load_report(path: &Path, judging: &report::Judging) -> anyhow::Result<Value> {
     if trace::is_trace_path(path) {
         let recording = trace::replay(path)?;
         let patterns = report::patterns::load(&[] as &[&str])?;
-        let report = report::build(&recording, &patterns, Thresholds::default());
+        let report = report::build(&recording, &patterns, judging);
         return Ok(serde_json::to_value(&report)?);
     }
     let text =
@@ -42,11 +42,16 @@ fn load_report(path: &Path) -> anyhow::Result<Value> {
     Ok(value)
 }
 
-/// One object's figures in one report.
+/// One object's figures in one report; `None` where the report did not
+/// know (a window too short to judge, processes that had exited, or a
+/// report from before resident bytes were sampled).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Figures {
     live_bytes: i64,
-    bytes_per_min: f64,
+    bytes_per_min: Option<f64>,
+    resident_bytes: Option<u64>,
+    resident_bytes_per_min: Option<f64>,
+    flagged: bool,
 }
 
 /// (role, object) → figures, from a report's growth rows.
@@ -60,16 +65,28 @@ fn figures(report: &Value) -> BTreeMap<(String, String), Figures> {
             let object = row["object"].as_str()?.to_owned();
             let figures = Figures {
                 live_bytes: row["live_bytes"].as_i64().unwrap_or(0),
-                bytes_per_min: row["bytes_per_min"].as_f64().unwrap_or(0.0),
+                bytes_per_min: row["bytes_per_min"].as_f64(),
+                resident_bytes: row["resident_bytes"].as_u64(),
+                resident_bytes_per_min: row["resident_bytes_per_min"].as_f64(),
+                flagged: row["flagged"].as_bool().unwrap_or(false),
             };
             Some(((role, object), figures))
         })
         .collect()
 }
 
+/// `b - a`, when both are known.
+fn delta<T: std::ops::Sub<Output = T>>(a: Option<T>, b: Option<T>) -> Option<T> {
+    Some(b? - a?)
+}
+
 pub fn run(args: DiffArgs) -> Result<i32, Failure> {
-    let before = figures(&load_report(&args.before)?);
-    let after = figures(&load_report(&args.after)?);
+    let judging = report::Judging {
+        min_window_s: args.min_window.as_secs_f64(),
+        ..Default::default()
+    };
+    let before = figures(&load_report(&args.before, &judging)?);
+    let after = figures(&load_report(&args.after, &judging)?);
     let mut keys: Vec<&(String, String)> = before.keys().chain(after.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -86,7 +103,21 @@ pub fn run(args: DiffArgs) -> Result<i32, Failure> {
                 "live_bytes_delta": b.live_bytes - a.live_bytes,
                 "bytes_per_min_before": a.bytes_per_min,
                 "bytes_per_min_after": b.bytes_per_min,
-                "bytes_per_min_delta": b.bytes_per_min - a.bytes_per_min,
+                "bytes_per_min_delta": delta(a.bytes_per_min, b.bytes_per_min),
+                "resident_bytes_before": a.resident_bytes,
+                "resident_bytes_after": b.resident_bytes,
+                "resident_bytes_delta": delta(
+                    a.resident_bytes.map(|r| r as i64),
+                    b.resident_bytes.map(|r| r as i64)
+                ),
+                "resident_bytes_per_min_before": a.resident_bytes_per_min,
+                "resident_bytes_per_min_after": b.resident_bytes_per_min,
+                "resident_bytes_per_min_delta": delta(
+                    a.resident_bytes_per_min,
+                    b.resident_bytes_per_min
+                ),
+                "flagged_before": a.flagged,
+                "flagged_after": b.flagged,
             })
         })
         .collect();
@@ -121,26 +152,39 @@ fn render_diff(out: &mut impl Write, args: &DiffArgs, rows: &[Value]) -> fmt::Re
     )?;
     writeln!(
         out,
-        "{:<9} {:>11} {:>11} {:>12} {:>13} {:>13}  OBJECT",
-        "ROLE", "LIVE BEFORE", "LIVE AFTER", "Δ LIVE", "GROWTH BEFORE", "GROWTH AFTER"
+        "{:<9} {:>11} {:>11} {:>12} {:>15} {:>15} {:>15} {:>15}  OBJECT",
+        "ROLE",
+        "LIVE BEFORE",
+        "LIVE AFTER",
+        "Δ LIVE",
+        "RESIDENT BEFORE",
+        "RESIDENT AFTER",
+        "RES. GROWTH BEF",
+        "RES. GROWTH AFT",
     )?;
     for row in rows {
         let live = |key: &str| row[key].as_i64().unwrap_or(0);
-        let rate = |key: &str| row[key].as_f64().unwrap_or(0.0);
         let signed = |n: i64| {
             let sign = if n < 0 { "-" } else { "+" };
             format!("{sign}{}", bytes(n.unsigned_abs()))
         };
-        let per_min = |r: f64| format!("{}/min", signed(r as i64));
+        let resident = |key: &str| row[key].as_u64().map_or_else(|| "-".to_owned(), bytes);
+        let per_min = |key: &str| {
+            row[key]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |r| format!("{}/min", signed(r as i64)))
+        };
         writeln!(
             out,
-            "{:<9} {:>11} {:>11} {:>12} {:>13} {:>13}  {}",
+            "{:<9} {:>11} {:>11} {:>12} {:>15} {:>15} {:>15} {:>15}  {}",
             row["role"].as_str().unwrap_or("?"),
             bytes(live("live_bytes_before").max(0) as u64),
             bytes(live("live_bytes_after").max(0) as u64),
             signed(live("live_bytes_delta")),
-            per_min(rate("bytes_per_min_before")),
-            per_min(rate("bytes_per_min_after")),
+            resident("resident_bytes_before"),
+            resident("resident_bytes_after"),
+            per_min("resident_bytes_per_min_before"),
+            per_min("resident_bytes_per_min_after"),
             row["object"].as_str().unwrap_or("?"),
         )?;
     }

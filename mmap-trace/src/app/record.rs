@@ -6,11 +6,12 @@ use std::os::unix::ffi::OsStrExt as _;
 use anyhow::Context as _;
 
 use super::{
-    cli::{Family, RecordArgs},
+    cli::{EXIT_GROWTH, Family, RecordArgs},
     output::{EXIT_FAILURE, Failure, Output, render},
 };
 use crate::{
-    account::{Header, Recorder, Recording, RecordingEnd, Thresholds},
+    account::{Header, Recorder, Recording, RecordingEnd},
+    model::TracerUsage,
     report::{self, Pattern},
     resolve::{AttributionRules, resolve_all},
     session::{Parts, Session, SessionEnd, StopWhen},
@@ -41,9 +42,12 @@ pub fn run(args: RecordArgs, verbose: bool) -> Result<i32, Failure> {
     } = plan;
     let (recording, exit_code) =
         runtime.block_on(trace_session(&args, command, targets, trace, verbose))?;
-    let report = report::build(&recording, &patterns, Thresholds::default());
+    let report = report::build(&recording, &patterns, &args.verdict.judging());
     output.write(&render(&report, args.format, args.top))?;
-    Ok(exit_code)
+    Ok(match exit_code {
+        0 if args.verdict.fail_on_growth && report.any_flagged() => EXIT_GROWTH,
+        code => code,
+    })
 }
 
 /// Everything checked before the kernel is asked for anything: a bad
@@ -259,7 +263,12 @@ fn finish(
             .as_ref()
             .map(|u| u.counts)
             .unwrap_or_default(),
-        tracer: sys::usage::tracer_usage(),
+        tracer: TracerUsage {
+            samples: session.sampling.samples,
+            sample_seconds_total: session.sampling.seconds_total,
+            sample_seconds_max: session.sampling.seconds_max,
+            ..sys::usage::tracer_usage()
+        },
         lost_mapping_records: session.modules.lost,
         executables,
     };

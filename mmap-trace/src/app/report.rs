@@ -1,16 +1,20 @@
 //! `mmap-trace report TRACE`: the report of a trace file.
 
 use super::{
-    cli::ReportArgs,
+    cli::{EXIT_GROWTH, ReportArgs},
     output::{Failure, Output, render},
 };
-use crate::{account::Thresholds, report, trace};
+use crate::{report, trace};
 
 pub fn run(args: ReportArgs) -> Result<i32, Failure> {
     let patterns = report::patterns::load(&args.patterns)?;
     let mut output = Output::open(args.output.as_deref())?;
     let recording = trace::replay(&args.trace)?;
-    let report = report::build(&recording, &patterns, Thresholds::default());
+    let report = report::build(&recording, &patterns, &args.verdict.judging());
     output.write(&render(&report, args.format, args.top))?;
-    Ok(0)
+    Ok(if args.verdict.fail_on_growth && report.any_flagged() {
+        EXIT_GROWTH
+    } else {
+        0
+    })
 }

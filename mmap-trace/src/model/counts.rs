@@ -12,16 +12,20 @@ pub enum CallKind {
     Brk,
     Shmat,
     Shmdt,
+    Mprotect,
+    Madvise,
 }
 
 impl CallKind {
-    pub const ALL: [CallKind; 6] = [
+    pub const ALL: [CallKind; 8] = [
         CallKind::Mmap,
         CallKind::Munmap,
         CallKind::Mremap,
         CallKind::Brk,
         CallKind::Shmat,
         CallKind::Shmdt,
+        CallKind::Mprotect,
+        CallKind::Madvise,
     ];
 
     /// The system call's name.
@@ -33,6 +37,8 @@ impl CallKind {
             CallKind::Brk => "brk",
             CallKind::Shmat => "shmat",
             CallKind::Shmdt => "shmdt",
+            CallKind::Mprotect => "mprotect",
+            CallKind::Madvise => "madvise",
         }
     }
 }
@@ -92,6 +98,14 @@ pub struct TracerUsage {
     pub cpu_user_s: f64,
     pub cpu_system_s: f64,
     pub peak_rss_bytes: u64,
+    /// Samples taken, and how long they took (reading /proc: RSS, and the
+    /// resident pages of every live range).
+    #[serde(default)]
+    pub samples: u64,
+    #[serde(default)]
+    pub sample_seconds_total: f64,
+    #[serde(default)]
+    pub sample_seconds_max: f64,
 }
 
 #[cfg(test)]
@@ -107,6 +121,11 @@ mod tests {
         assert_eq!(counts[CallKind::Mmap], 0);
         assert_eq!(counts.total(), 3);
         let names: Vec<_> = CallKind::ALL.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["mmap", "munmap", "mremap", "brk", "shmat", "shmdt"]);
+        assert_eq!(
+            names,
+            [
+                "mmap", "munmap", "mremap", "brk", "shmat", "shmdt", "mprotect", "madvise"
+            ]
+        );
     }
 }

@@ -57,6 +57,14 @@ pub struct SyscallEvent {
     pub window: Vec<u8>,
     /// Negative errno when the kernel could not read the stack at all.
     pub stack_error: i64,
+    /// A shared file mapping whose file lives in memory (memfd, /dev/shm):
+    /// shared memory rather than file-backed. Found from /proc when the
+    /// event arrives.
+    pub shmem: bool,
+    /// madvise: the resident bytes the advised range held at the last
+    /// sample, measured when the event arrived (a trace keeps it, since a
+    /// replay has no samples of its own to measure with).
+    pub resident_returned: Option<u64>,
 }
 
 impl SyscallEvent {
@@ -78,6 +86,8 @@ impl SyscallEvent {
             resume: Resume::default(),
             window: Vec::new(),
             stack_error: 0,
+            shmem: false,
+            resident_returned: None,
         }
     }
 
@@ -168,6 +178,20 @@ pub enum Call {
     Shmdt {
         addr: u64,
     },
+    /// mprotect: `prot` 0 (PROT_NONE) reserves, anything else makes
+    /// accessible.
+    Mprotect {
+        addr: u64,
+        len: u64,
+        prot: u32,
+    },
+    /// madvise with advice that gives pages back (DONTNEED, FREE, REMOVE,
+    /// PAGEOUT, DONTNEED_LOCKED; the kernel side traces no other).
+    Madvise {
+        addr: u64,
+        len: u64,
+        advice: u32,
+    },
 }
 
 impl Call {
@@ -191,6 +215,8 @@ impl Call {
             Call::Brk { .. } => CallKind::Brk,
             Call::Shmat { .. } => CallKind::Shmat,
             Call::Shmdt { .. } => CallKind::Shmdt,
+            Call::Mprotect { .. } => CallKind::Mprotect,
+            Call::Madvise { .. } => CallKind::Madvise,
         }
     }
 }

@@ -5,6 +5,7 @@ mod counts;
 mod ending;
 mod event;
 mod frame;
+mod memory;
 mod object;
 mod process;
 mod stack;
@@ -13,6 +14,7 @@ pub use counts::{CallCounts, CallKind, KernelCounters, TracerUsage, UnwindCounts
 pub use ending::{ExitStatus, StoppedBy};
 pub use event::{Call, Event, ProcessEvent, Resume, StackSource, SyscallEvent};
 pub use frame::{FrameAddress, StopReason, UnwindMode};
+pub use memory::{MemoryKind, is_shmem_path, map_flags, prot};
 pub use object::ObjectId;
 pub use process::ProcessRss;
 pub use stack::{MAX_SIZES, RawStack, SizeCount, StackEntry, StackId, StackStats, StackTable};

@@ -8,6 +8,9 @@ pub struct ProcessRss {
     pub vm_rss: u64,
     pub rss_anon: u64,
     pub rss_file: u64,
+    /// Shared memory (memfd, /dev/shm, System V, shared anonymous).
+    #[serde(default)]
+    pub rss_shmem: u64,
     /// Resident bytes inside traced live ranges (from /proc/PID/pagemap).
     pub traced_resident: u64,
     /// Anonymous RSS no traced mapping explains: the brk heap, mappings made

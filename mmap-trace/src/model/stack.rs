@@ -42,6 +42,19 @@ pub struct StackStats {
     /// Bytes still mapped when their process exited or exec'd.
     pub live_at_exit_bytes: u64,
     pub live_at_exit_regions: u64,
+    /// Of those, reserved (`PROT_NONE`) ones.
+    pub reserved_at_exit_bytes: u64,
+    /// Accessible bytes this stack held at exit (see `Region::holder`).
+    pub accessible_at_exit_bytes: u64,
+    /// mprotect: reserved bytes it made accessible, and accessible bytes
+    /// it made reserved again.
+    pub committed_bytes: u64,
+    pub decommitted_bytes: u64,
+    /// madvise: live bytes it advised away, and the resident bytes they
+    /// held at the sample before (an estimate: pages touched since the
+    /// sample are not counted).
+    pub advised_bytes: u64,
+    pub resident_returned_bytes: u64,
     /// Successful calls by (call, page-rounded length), for the most common
     /// lengths; calls beyond `MAX_SIZES` distinct ones are not listed.
     pub sizes: Vec<SizeCount>,

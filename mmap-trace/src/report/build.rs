@@ -3,28 +3,48 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Events, GrowthRow, LiveByKind, ObjectRow, Report, SCHEMA, StackRow, Target, Totals, Unwinding,
-    patterns::Pattern, stacks,
+    ByKind, Events, KindRow, LiveByKind, ObjectRow, Report, SCHEMA, StackRow, Target, Totals,
+    Unwinding, growth, patterns::Pattern, stacks,
 };
 use crate::{
-    account::{Recording, Role, Thresholds},
-    model::CallKind,
+    account::{Recording, Thresholds},
+    model::{CallKind, MemoryKind},
 };
 
-pub fn build(recording: &Recording, patterns: &[Pattern], thresholds: Thresholds) -> Report {
-    let collector = &recording.collector;
-    let end = &recording.end;
-    let live = collector.live_by_stack();
-    let stacks = stacks::merge(recording, &live);
-    let growth = growth_rows(recording, &stacks, patterns, thresholds);
-    let mut live_by_pid: BTreeMap<u32, u64> = BTreeMap::new();
-    for entry in collector.stacks.iter() {
-        if let Some((bytes, _)) = live.get(&entry.id) {
-            *live_by_pid.entry(entry.raw.pid).or_default() += bytes;
+/// When growth is judged, and when it grows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Judging {
+    pub thresholds: Thresholds,
+    /// The shortest window of running processes that gets a verdict.
+    pub min_window_s: f64,
+    /// The fewest samples of running processes that get a verdict.
+    pub min_samples: usize,
+}
+
+impl Default for Judging {
+    fn default() -> Self {
+        Judging {
+            thresholds: Thresholds::default(),
+            min_window_s: 10.0,
+            min_samples: 5,
         }
     }
+}
+
+pub fn build(recording: &Recording, patterns: &[Pattern], judging: &Judging) -> Report {
+    let collector = &recording.collector;
+    let end = &recording.end;
+    let holdings = collector.holdings();
+    let stacks = stacks::merge(recording, &holdings);
+    let verdicts = growth::verdicts(recording, &stacks, patterns, judging);
+    let mut live_by_pid: BTreeMap<u32, u64> = BTreeMap::new();
+    for entry in collector.stacks.iter() {
+        if let Some(holding) = holdings.get(&entry.id) {
+            *live_by_pid.entry(entry.raw.pid).or_default() += holding.live;
+        }
+    }
+    let last = recording.timeline.last();
     let counts = &collector.counts;
-    let bytes = &collector.bytes;
     Report {
         schema: SCHEMA,
         version: env!("CARGO_PKG_VERSION"),
@@ -44,8 +64,16 @@ pub fn build(recording: &Recording, patterns: &[Pattern], thresholds: Thresholds
                 exe: end.executables.get(&p.pid).cloned(),
                 exited: p.exited(),
                 live_bytes: live_by_pid.get(&p.pid).copied().unwrap_or(0),
+                rss_bytes: last
+                    .and_then(|s| s.rss.iter().find(|r| r.pid == p.pid))
+                    .map(|r| r.vm_rss)
+                    .filter(|_| !p.exited()),
             })
             .collect(),
+        growth_judged: verdicts.judged,
+        growth_note: verdicts.note,
+        growth: verdicts.rows,
+        rss_growth: verdicts.rss,
         events: Events {
             mmap: counts.calls[CallKind::Mmap],
             munmap: counts.calls[CallKind::Munmap],
@@ -53,6 +81,8 @@ pub fn build(recording: &Recording, patterns: &[Pattern], thresholds: Thresholds
             brk: counts.calls[CallKind::Brk],
             shmat: counts.calls[CallKind::Shmat],
             shmdt: counts.calls[CallKind::Shmdt],
+            mprotect: counts.calls[CallKind::Mprotect],
+            madvise: counts.calls[CallKind::Madvise],
             failed: counts.failed,
             lost: counts.lost + end.kernel.lost_records,
             stack_errors: end.kernel.stack_errors.max(counts.stack_errors),
@@ -64,73 +94,56 @@ pub fn build(recording: &Recording, patterns: &[Pattern], thresholds: Thresholds
             rules_taught: end.unwinding.rules_taught,
         },
         tracer: end.tracer.clone(),
-        totals: Totals {
-            mapped_bytes: bytes.mapped,
-            unmapped_bytes: bytes.unmapped,
-            live_bytes: live.values().map(|(b, _)| b).sum(),
-            live_regions: live.values().map(|(_, r)| r).sum(),
-            unknown_unmapped_bytes: bytes.unknown_unmapped,
-            preexisting_bytes: bytes.preexisting,
-            preexisting_unmapped_bytes: bytes.preexisting_unmapped,
-            live_by_kind: live_by_kind(&stacks),
-        },
+        totals: totals(recording, &holdings, &stacks),
         by_issuer: by_object(&stacks, |s| &s.issuer),
         by_requester: by_object(&stacks, |s| &s.requester),
         stacks,
-        growth,
         timeline: recording.timeline.clone(),
     }
 }
 
-/// Growth fits as rows, with resident bytes and the hints of the patterns
-/// that match the object's live stacks.
-fn growth_rows(
+fn totals(
     recording: &Recording,
+    holdings: &BTreeMap<crate::model::StackId, crate::account::collector::Holding>,
     stacks: &[StackRow],
-    patterns: &[Pattern],
-    thresholds: Thresholds,
-) -> Vec<GrowthRow> {
-    recording
-        .growth
-        .fits(recording.end.time_ns)
-        .into_iter()
-        .map(|growing| {
-            let of_object = |stack: &&StackRow| match growing.role {
-                Role::Issuer => stack.issuer == growing.object,
-                Role::Requester => stack.requester == growing.object,
-            };
-            let flagged = thresholds.flags(&growing);
-            let mut row = GrowthRow {
-                role: growing.role,
-                bytes_per_min: growing.fit.bytes_per_s * 60.0,
-                fit_r2: growing.fit.r2,
-                live_bytes: growing.live_bytes,
-                resident_bytes: stacks
-                    .iter()
-                    .filter(of_object)
-                    .map(|s| s.resident_bytes)
-                    .sum(),
-                flagged,
-                hints: Vec::new(),
-                patterns: Vec::new(),
-                object: growing.object.clone(),
-            };
-            if flagged {
-                for pattern in patterns {
-                    let holds = stacks.iter().filter(of_object).any(|stack| {
-                        let symbols = stack.frames.iter().filter_map(|f| f.symbol.as_deref());
-                        stack.live_bytes > 0
-                            && pattern.matches(&stack.issuer, &stack.requester, symbols)
-                    });
-                    if holds {
-                        row.patterns.push(pattern.name.clone());
-                        row.hints.extend(pattern.hints.iter().cloned());
-                    }
-                }
-            }
-            row
-        })
-        .collect()
+) -> Totals {
+    let collector = &recording.collector;
+    let bytes = &collector.bytes;
+    // Resident figures are those of the last sample, if a process ran then.
+    let resident = recording
+        .timeline
+        .last()
+        .filter(|s| !s.rss.is_empty())
+        .map(|s| s.resident_by_kind);
+    let kinds = collector.kind_totals();
+    let kind_row = |kind: MemoryKind| {
+        let held = kinds.get(kind);
+        KindRow {
+            live_bytes: held.live,
+            reserved_bytes: held.reserved,
+            accessible_bytes: held.accessible,
+            resident_bytes: resident.map(|r| r.get(kind)),
+        }
+    };
+    Totals {
+        mapped_bytes: bytes.mapped,
+        unmapped_bytes: bytes.unmapped,
+        live_bytes: holdings.values().map(|h| h.live).sum(),
+        live_regions: holdings.values().map(|h| h.regions).sum(),
+        reserved_bytes: holdings.values().map(|h| h.reserved).sum(),
+        accessible_bytes: holdings.values().map(|h| h.accessible).sum(),
+        resident_bytes: resident.map(|r| r.total()),
+        unknown_unmapped_bytes: bytes.unknown_unmapped,
+        preexisting_bytes: bytes.preexisting,
+        preexisting_unmapped_bytes: bytes.preexisting_unmapped,
+        live_by_kind: live_by_kind(stacks),
+        by_kind: ByKind {
+            private_anon: kind_row(MemoryKind::PrivateAnon),
+            shared: kind_row(MemoryKind::Shared),
+            file: kind_row(MemoryKind::File),
+            heap: kind_row(MemoryKind::Heap),
+        },
+    }
 }
 
 /// A stack's calls are of one kind (one call site).
@@ -149,7 +162,8 @@ fn live_by_kind(stacks: &[StackRow]) -> LiveByKind {
     kinds
 }
 
-/// Sums stack rows per object (issuer or requester), sorted by live bytes.
+/// Sums stack rows per object (issuer or requester), sorted by resident
+/// bytes, then live bytes.
 fn by_object(stacks: &[StackRow], object: impl Fn(&StackRow) -> &String) -> Vec<ObjectRow> {
     let mut rows: BTreeMap<&str, ObjectRow> = BTreeMap::new();
     for stack in stacks {
@@ -163,12 +177,16 @@ fn by_object(stacks: &[StackRow], object: impl Fn(&StackRow) -> &String) -> Vec<
         row.unmapped_bytes += stack.unmapped_bytes;
         row.live_bytes += stack.live_bytes;
         row.live_regions += stack.live_regions;
-        row.resident_bytes += stack.resident_bytes;
+        row.reserved_bytes += stack.reserved_bytes;
+        row.accessible_bytes += stack.accessible_bytes;
+        if let Some(resident) = stack.resident_bytes {
+            *row.resident_bytes.get_or_insert(0) += resident;
+        }
     }
     let mut rows: Vec<ObjectRow> = rows.into_values().collect();
     rows.sort_by(|a, b| {
-        (b.live_bytes, b.mapped_bytes)
-            .cmp(&(a.live_bytes, a.mapped_bytes))
+        (b.resident_bytes.unwrap_or(0), b.live_bytes, b.mapped_bytes)
+            .cmp(&(a.resident_bytes.unwrap_or(0), a.live_bytes, a.mapped_bytes))
             .then_with(|| a.object.cmp(&b.object))
     });
     rows
@@ -256,7 +274,7 @@ mod tests {
 
     #[test]
     fn tables_attribute_live_bytes_to_the_issuer() {
-        let report = build(&scenario(), &[], Thresholds::default());
+        let report = build(&scenario(), &[], &Judging::default());
         assert_eq!(report.totals.mapped_bytes, 5 * P);
         assert_eq!(report.totals.unmapped_bytes, 2 * P);
         assert_eq!(report.totals.live_bytes, 3 * P);
@@ -291,5 +309,7 @@ mod tests {
         assert!(json.contains("\"stop_reason\": \"complete\""), "{json}");
         assert!(json.contains("\"stopped_by\": \"target exit\""), "{json}");
         assert!(json.contains("\"call\": \"mmap\""), "{json}");
+        assert!(!report.growth_judged, "no samples: nothing judged");
+        assert_eq!(report.totals.resident_bytes, None, "no sample: unknown");
     }
 }

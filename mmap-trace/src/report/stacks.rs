@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{FrameRow, InlinedRow, SizeRow, StackRow};
 use crate::{
-    account::{Recording, UNKNOWN},
+    account::{Recording, UNKNOWN, collector::Holding},
     model::{CallKind, ObjectId, StackId, StackSource},
     resolve::{Frame, Resolved},
 };
@@ -13,7 +13,7 @@ use crate::{
 /// Raw stacks that resolve to the same frames become one row (they differ
 /// in what the kernel walked beyond them, or in the process they ran in).
 /// Sorted by live bytes, then mapped bytes and calls.
-pub(super) fn merge(recording: &Recording, live: &BTreeMap<StackId, (u64, u64)>) -> Vec<StackRow> {
+pub(super) fn merge(recording: &Recording, holdings: &BTreeMap<StackId, Holding>) -> Vec<StackRow> {
     type Key = (Vec<(Option<ObjectId>, u64, bool)>, StackSource);
     let resolved = &recording.resolved;
     let mut rows: HashMap<Key, (StackRow, BTreeSet<u32>)> = HashMap::new();
@@ -31,35 +31,20 @@ pub(super) fn merge(recording: &Recording, live: &BTreeMap<StackId, (u64, u64)>)
         );
         let (row, pids) = rows.entry(key).or_insert_with(|| {
             let attribution = &stack.attribution;
-            let row = StackRow {
-                issuer: attribution.issuer.clone().unwrap_or_else(|| UNKNOWN.into()),
-                requester: attribution
+            let row = StackRow::new(
+                attribution.issuer.clone().unwrap_or_else(|| UNKNOWN.into()),
+                attribution
                     .requester
                     .clone()
                     .unwrap_or_else(|| UNKNOWN.into()),
-                calls: 0,
-                mmap_calls: 0,
-                munmap_calls: 0,
-                mremap_calls: 0,
-                brk_calls: 0,
-                shm_calls: 0,
-                failed_calls: 0,
-                mapped_bytes: 0,
-                unmapped_bytes: 0,
-                live_bytes: 0,
-                live_regions: 0,
-                resident_bytes: 0,
-                pids: Vec::new(),
-                sizes: Vec::new(),
-                unwinder: stack.source,
-                truncated: false,
-                stop_reason: stack.stop,
-                frames: stack
+                stack.source,
+                stack.stop,
+                stack
                     .frames
                     .iter()
                     .map(|f| frame_row(f, resolved))
                     .collect(),
-            };
+            );
             (row, BTreeSet::new())
         });
         pids.insert(entry.raw.pid);
@@ -76,9 +61,15 @@ pub(super) fn merge(recording: &Recording, live: &BTreeMap<StackId, (u64, u64)>)
         row.mremap_calls += stats.calls[CallKind::Mremap];
         row.brk_calls += stats.calls[CallKind::Brk];
         row.shm_calls += stats.calls[CallKind::Shmat] + stats.calls[CallKind::Shmdt];
+        row.mprotect_calls += stats.calls[CallKind::Mprotect];
+        row.madvise_calls += stats.calls[CallKind::Madvise];
         row.failed_calls += stats.failed_calls;
         row.mapped_bytes += stats.mapped_bytes;
         row.unmapped_bytes += stats.unmapped_bytes;
+        row.committed_bytes += stats.committed_bytes;
+        row.decommitted_bytes += stats.decommitted_bytes;
+        row.advised_bytes += stats.advised_bytes;
+        row.resident_returned_bytes += stats.resident_returned_bytes;
         for size in &stats.sizes {
             match row
                 .sizes
@@ -93,11 +84,15 @@ pub(super) fn merge(recording: &Recording, live: &BTreeMap<StackId, (u64, u64)>)
                 }),
             }
         }
-        if let Some((bytes, regions)) = live.get(&entry.id) {
-            row.live_bytes += bytes;
-            row.live_regions += regions;
+        if let Some(holding) = holdings.get(&entry.id) {
+            row.live_bytes += holding.live;
+            row.live_regions += holding.regions;
+            row.reserved_bytes += holding.reserved;
+            row.accessible_bytes += holding.accessible;
         }
-        row.resident_bytes += recording.resident.get(&entry.id).copied().unwrap_or(0);
+        if let Some(&resident) = recording.resident.get(&entry.id) {
+            *row.resident_bytes.get_or_insert(0) += resident;
+        }
     }
     let mut rows: Vec<StackRow> = rows
         .into_values()
@@ -109,9 +104,20 @@ pub(super) fn merge(recording: &Recording, live: &BTreeMap<StackId, (u64, u64)>)
             row
         })
         .collect();
+    // What the process holds in memory first, then what it holds mapped.
     rows.sort_by(|a, b| {
-        (b.live_bytes, b.mapped_bytes, b.calls)
-            .cmp(&(a.live_bytes, a.mapped_bytes, a.calls))
+        (
+            b.resident_bytes.unwrap_or(0),
+            b.live_bytes,
+            b.mapped_bytes,
+            b.calls,
+        )
+            .cmp(&(
+                a.resident_bytes.unwrap_or(0),
+                a.live_bytes,
+                a.mapped_bytes,
+                a.calls,
+            ))
             .then_with(|| a.issuer.cmp(&b.issuer))
             .then_with(|| frames_key(a).cmp(&frames_key(b)))
     });

@@ -2,11 +2,11 @@
 //! attributed; mapping records into the module maps; /proc for processes
 //! found running.
 
-use std::{convert::Infallible, path::Path};
+use std::{convert::Infallible, os::unix::ffi::OsStrExt as _, path::Path};
 
 use super::Session;
 use crate::{
-    model::{Event, StackSource, SyscallEvent},
+    model::{Call, Event, MemoryKind, StackSource, SyscallEvent, is_shmem_path, map_flags},
     resolve::{NewMapping, objects::name_from_kernel, place::attribute_raw},
     sys::{
         clock::monotonic_ns,
@@ -38,7 +38,10 @@ impl Session<'_> {
         match &mut event {
             Event::Fork(e) | Event::Exec(e) => self.modules.claim(e.pid),
             Event::Join(e) => self.seed(e.pid),
-            Event::Syscall(call) => self.unwind(call),
+            Event::Syscall(call) => {
+                self.unwind(call);
+                self.enrich(call);
+            }
             Event::Exit(_) => {}
         }
         let Session {
@@ -55,6 +58,25 @@ impl Session<'_> {
         match applied {
             Ok(()) => {}
             Err(never) => match never {},
+        }
+    }
+
+    /// What only a live session can know, kept in the event so that a
+    /// replay of its trace knows it too: whether a shared file mapping is
+    /// memory (a memfd, /dev/shm), and what a madvise gave back.
+    fn enrich(&mut self, call: &mut SyscallEvent) {
+        if call.failed() {
+            return;
+        }
+        match call.call {
+            Call::Mmap { flags, fd, .. } if fd >= 0 && flags & map_flags::SHARED != 0 => {
+                call.shmem = mapped_path(call.pid, call.ret as u64)
+                    .is_some_and(|path| is_shmem_path(path.as_os_str().as_bytes()));
+            }
+            Call::Madvise { addr, len, .. } => {
+                call.resident_returned = Some(self.book.resident_in(call.pid, addr, len));
+            }
+            _ => {}
         }
     }
 
@@ -138,9 +160,19 @@ impl Session<'_> {
             .iter()
             .filter(|e| e.name.as_deref() != Some(Path::new("[vsyscall]")))
         {
-            collector.seed_preexisting(pid, entry.start, entry.end, read_at);
+            let kind = MemoryKind::of_maps_entry(entry.name.as_deref(), entry.shared);
+            collector.seed_preexisting(pid, (entry.start, entry.end), (entry.prot, kind), read_at);
         }
     }
+}
+
+/// The path of the mapping at `start` of `pid`, from /proc/PID/maps.
+fn mapped_path(pid: u32, start: u64) -> Option<std::path::PathBuf> {
+    procmaps::read(pid)
+        .ok()?
+        .into_iter()
+        .find(|entry| entry.start == start)?
+        .name
 }
 
 /// The code mappings among a process's maps (`names[i]` is entry i's

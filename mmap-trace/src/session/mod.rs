@@ -54,6 +54,16 @@ pub struct Session<'r> {
     recorder: &'r mut dyn Recorder,
     interval_ns: u64,
     next_sample_ns: u64,
+    /// How many samples took how long.
+    pub sampling: SamplingCost,
+}
+
+/// What sampling cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SamplingCost {
+    pub samples: u64,
+    pub seconds_total: f64,
+    pub seconds_max: f64,
 }
 
 /// What a session is made of.
@@ -84,6 +94,7 @@ impl<'r> Session<'r> {
             recorder: parts.recorder,
             interval_ns: parts.interval.as_nanos() as u64,
             next_sample_ns: now,
+            sampling: SamplingCost::default(),
         }
     }
 
@@ -150,5 +161,9 @@ impl<'r> Session<'r> {
         }
         self.next_sample_ns = now + self.interval_ns;
         self.book.sample(now, &mut ProcProbe, self.recorder);
+        let seconds = monotonic_ns().saturating_sub(now) as f64 / 1e9;
+        self.sampling.samples += 1;
+        self.sampling.seconds_total += seconds;
+        self.sampling.seconds_max = self.sampling.seconds_max.max(seconds);
     }
 }

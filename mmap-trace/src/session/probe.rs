@@ -17,10 +17,6 @@ impl MemoryProbe for ProcProbe {
     }
 
     fn resident(&mut self, pid: u32, ranges: &[Range<u64>]) -> Option<Vec<u64>> {
-        let residency = Residency::open(pid)?;
-        ranges
-            .iter()
-            .map(|range| residency.resident_bytes(range.start, range.end))
-            .collect()
+        Residency::open(pid)?.resident(ranges)
     }
 }

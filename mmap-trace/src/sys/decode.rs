@@ -152,6 +152,16 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
             size: fields.u64(offset_of!(SyscallRecord, mapped_size)),
         },
         nr::SHMDT => Call::Shmdt { addr: arg(0) },
+        nr::MPROTECT => Call::Mprotect {
+            addr: arg(0),
+            len: arg(1),
+            prot: arg(2) as u32,
+        },
+        nr::MADVISE => Call::Madvise {
+            addr: arg(0),
+            len: arg(1),
+            advice: arg(2) as u32,
+        },
         _ => return Err(DecodeError::UnknownSyscall(number)),
     };
     let stack = (0..frames as usize)
@@ -178,6 +188,8 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
         },
         window: fields.0[window_at..window_at + window_bytes as usize].to_vec(),
         stack_error: fields.i64(offset_of!(SyscallRecord, stack_error)),
+        shmem: false,
+        resident_returned: None,
     })
 }
 

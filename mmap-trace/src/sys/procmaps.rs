@@ -1,5 +1,6 @@
 //! Parsing `/proc/PID/maps`. Read as bytes: paths need not be UTF-8.
 
+use crate::model::prot;
 use std::{ffi::OsStr, fs, io, os::unix::ffi::OsStrExt as _, path::PathBuf};
 
 /// One line of `/proc/PID/maps`.
@@ -9,6 +10,10 @@ pub struct MapsEntry {
     pub end: u64,
     pub readable: bool,
     pub executable: bool,
+    /// `PROT_*` bits from the permissions (`rwx`).
+    pub prot: u32,
+    /// `s` rather than `p`: a shared mapping.
+    pub shared: bool,
     pub offset: u64,
     pub inode: u64,
     /// The path or pseudo-name (`[heap]`, `[vdso]`), if any.
@@ -70,6 +75,12 @@ fn parse_line(line: &[u8]) -> Option<MapsEntry> {
         end: u64::from_str_radix(end, 16).ok()?,
         readable: perms.first() == Some(&b'r'),
         executable: perms.get(2) == Some(&b'x'),
+        prot: [(b'r', prot::READ), (b'w', prot::WRITE), (b'x', prot::EXEC)]
+            .into_iter()
+            .zip(perms)
+            .filter(|((letter, _), given)| letter == *given)
+            .fold(prot::NONE, |all, ((_, bit), _)| all | bit),
+        shared: perms.get(3) == Some(&b's'),
         offset: u64::from_str_radix(offset, 16).ok()?,
         inode: inode.parse().ok()?,
         name: name.map(|n| PathBuf::from(OsStr::from_bytes(n))),

@@ -22,6 +22,7 @@ fn parse(pid: u32, status: &str) -> ProcessRss {
         vm_rss: kib("VmRSS:"),
         rss_anon: kib("RssAnon:"),
         rss_file: kib("RssFile:"),
+        rss_shmem: kib("RssShmem:"),
         ..Default::default()
     }
 }
@@ -32,8 +33,7 @@ mod tests {
 
     #[test]
     fn parses_status() {
-        let status =
-            "Name:\tx\nVmRSS:\t    2048 kB\nRssAnon:\t    1024 kB\nRssFile:\t     512 kB\n";
+        let status = "Name:\tx\nVmRSS:\t    2048 kB\nRssAnon:\t    1024 kB\nRssFile:\t     512 kB\nRssShmem:\t       8 kB\n";
         assert_eq!(
             parse(3, status),
             ProcessRss {
@@ -41,6 +41,7 @@ mod tests {
                 vm_rss: 2 << 20,
                 rss_anon: 1 << 20,
                 rss_file: 512 << 10,
+                rss_shmem: 8 << 10,
                 ..Default::default()
             }
         );

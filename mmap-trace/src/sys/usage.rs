@@ -13,5 +13,6 @@ pub fn tracer_usage() -> TracerUsage {
         cpu_user_s: seconds(usage.ru_utime),
         cpu_system_s: seconds(usage.ru_stime),
         peak_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        ..Default::default()
     }
 }

@@ -270,11 +270,7 @@ mod tests {
             1
         );
         assert_eq!(recording.collector.bytes.mapped, 8192);
-        let fits = recording.growth.fits(5_000);
-        assert!(
-            fits.iter()
-                .any(|g| g.object == "/lib/liba.so" && g.live_bytes == 8192)
-        );
+        assert_eq!(recording.collector.live_by_stack()[&StackId(0)], (8192, 1));
         assert_eq!(recording.end.stopped_by, StoppedBy::CommandExit);
         assert_eq!(recording.header.unwinder, UnwindMode::Auto);
     }

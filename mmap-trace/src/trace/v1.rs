@@ -76,6 +76,16 @@ pub struct SyscallLine<'a> {
     /// Why (added within version 1: older traces say only `truncated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopReason>,
+    /// A shared mapping of a file in memory (memfd, /dev/shm).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shmem: bool,
+    /// madvise: resident bytes the range held at the last sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_returned: Option<u64>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// A stop reason from a trace that only says whether the walk was cut.
@@ -107,6 +117,8 @@ impl<'a> From<&'a Event> for EventLine<'a> {
                 window: Cow::Borrowed(&e.window),
                 stack_error: e.stack_error,
                 stop: Some(e.stop),
+                shmem: e.shmem,
+                resident_returned: e.resident_returned,
             }),
             Event::Exec(e) => EventLine::Exec(Cow::Borrowed(e)),
             Event::Exit(e) => EventLine::Exit(Cow::Borrowed(e)),
@@ -135,6 +147,8 @@ impl From<EventLine<'_>> for Event {
                 resume: e.resume,
                 window: e.window.into_owned(),
                 stack_error: e.stack_error,
+                shmem: e.shmem,
+                resident_returned: e.resident_returned,
             }),
             EventLine::Exec(e) => Event::Exec(e.into_owned()),
             EventLine::Exit(e) => Event::Exit(e.into_owned()),

@@ -75,27 +75,32 @@ fn a_trace_reports_exactly_what_the_live_run_did() {
 fn diff_shows_the_leak_gone_after_the_fix() {
     let _e2e = begin();
     let lab = fixture("lab");
-    let record = |name: &str, extra: &[&str]| {
+    // 48 rounds, 100 ms apart: long enough to judge with --min-window 3s.
+    let record = |name: &str, variant: &str| {
         let path = scratch_path(name);
-        let mut args = vec![
+        let run = mmap_trace(&[
             "record",
+            "--interval",
+            "250ms",
             "-o",
             path.to_str().unwrap(),
             "--",
             lab.to_str().unwrap(),
-            "16",
-        ];
-        args.extend(extra);
-        let run = mmap_trace(&args);
+            "48",
+            variant,
+            "100",
+        ]);
         assert!(run.status.success(), "{}", run.stderr);
         path
     };
-    let leaking = record("leaking.mtrace", &[]);
-    let fixed = record("fixed.mtrace", &["fixed"]);
+    let leaking = record("leaking.mtrace", "leaky");
+    let fixed = record("fixed.mtrace", "fixed");
     let run = mmap_trace(&[
         "diff",
         "-f",
         "json",
+        "--min-window",
+        "3s",
         leaking.to_str().unwrap(),
         fixed.to_str().unwrap(),
     ]);
@@ -108,14 +113,28 @@ fn diff_shows_the_leak_gone_after_the_fix() {
         .iter()
         .find(|r| r["role"] == "issuer" && basename(r["object"].as_str().unwrap()) == "liblab.so")
         .expect("liblab's row");
-    // 16 rounds leak 4 regions of 256 KiB; the fixed lab leaks none.
-    assert_eq!(liblab["live_bytes_before"], 4 * 256 * 1024);
+    // 48 rounds leak 12 regions of 256 KiB; the fixed lab leaks none.
+    assert_eq!(liblab["live_bytes_before"], 12 * 256 * 1024);
     assert_eq!(liblab["live_bytes_after"], 0);
-    assert_eq!(liblab["live_bytes_delta"], -(4 * 256 * 1024));
-    assert!(
-        liblab["bytes_per_min_after"].as_f64().unwrap()
-            < liblab["bytes_per_min_before"].as_f64().unwrap()
-    );
+    assert_eq!(liblab["live_bytes_delta"], -(12 * 256 * 1024));
+    // Resident growth: 256 KiB every 400 ms before, none after.
+    assert_eq!(liblab["flagged_before"], true, "{liblab}");
+    assert_eq!(liblab["flagged_after"], false, "{liblab}");
+    let before = liblab["resident_bytes_per_min_before"].as_f64().unwrap();
+    let after = liblab["resident_bytes_per_min_after"].as_f64().unwrap();
+    let truth = 256.0 * 1024.0 / 0.4 * 60.0;
+    assert!((before - truth).abs() < 0.15 * truth, "{before} vs {truth}");
+    assert!(after.abs() < 1024.0 * 1024.0, "{after}");
+    // The processes exited: their resident bytes at the end are unknown.
+    assert!(liblab["resident_bytes_before"].is_null());
+    let text = mmap_trace(&[
+        "diff",
+        "--min-window",
+        "3s",
+        leaking.to_str().unwrap(),
+        fixed.to_str().unwrap(),
+    ]);
+    assert!(text.stdout.contains("RES. GROWTH BEF"), "{}", text.stdout);
     std::fs::remove_file(&leaking).unwrap();
     std::fs::remove_file(&fixed).unwrap();
 }

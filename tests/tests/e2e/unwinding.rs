@@ -224,10 +224,12 @@ fn kernel_unwinding_matches_user_unwinding() {
     assert!(run.status.success());
     let kernel = report.u64("unwinding.in_kernel");
     let copies = report.u64("unwinding.from_copies");
-    let calls: u64 = ["mmap", "munmap", "mremap", "brk", "shmat", "shmdt"]
-        .iter()
-        .map(|call| report.u64(&format!("events.{call}")))
-        .sum();
+    let calls: u64 = [
+        "mmap", "munmap", "mremap", "brk", "shmat", "shmdt", "mprotect", "madvise",
+    ]
+    .iter()
+    .map(|call| report.u64(&format!("events.{call}")))
+    .sum();
     assert_eq!(
         kernel + copies,
         calls,

@@ -2,11 +2,18 @@
 //!
 //! Pure: no kernel, no files. The session feeds it; the report reads it.
 
+mod calls;
+mod holdings;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 
-use super::ledger::{AddressSpace, Change, Origin};
+pub use holdings::{Holding, KindTotals};
+
+use super::ledger::{AddressSpace, Attrs, Change, Origin};
 use crate::model::{
-    Call, CallCounts, Event, ProcessEvent, RawStack, StackId, StackSource, StackTable,
+    CallCounts, Event, MemoryKind, ProcessEvent, RawStack, StackId, StackSource, StackTable,
     SyscallEvent, page_round_up,
 };
 
@@ -43,46 +50,6 @@ pub enum ProcessState {
     Exited {
         time_ns: u64,
     },
-}
-
-/// What a successful call did to its process's address space, and the
-/// length to count in its stack's sizes.
-fn apply(process: &mut Process, call: &Call, ret: u64, origin: Origin) -> (Change, Option<u64>) {
-    let space = &mut process.space;
-    match *call {
-        Call::Mmap { len, .. } => (space.map(ret, len, origin), Some(len)),
-        Call::Munmap { addr, len } => (space.unmap(addr, len), Some(len)),
-        Call::Mremap {
-            old_addr,
-            old_len,
-            new_len,
-            flags,
-            ..
-        } => (
-            space.remap(old_addr, old_len, new_len, flags, ret, origin),
-            Some(new_len),
-        ),
-        Call::Brk { requested } => {
-            let previous = process.brk.replace(ret);
-            let (Some(previous), true) = (previous, requested != 0) else {
-                // brk(0) asks; a first break we cannot compare with.
-                return (Change::default(), None);
-            };
-            let (old_end, new_end) = (page_round_up(previous), page_round_up(ret));
-            if new_end > old_end {
-                let change = space.map(old_end, new_end - old_end, origin);
-                (change, Some(new_end - old_end))
-            } else {
-                let change = space.unmap(new_end, old_end - new_end);
-                (change, Some(old_end - new_end))
-            }
-        }
-        Call::Shmat { size, .. } => (space.map(ret, size, origin), Some(size)),
-        Call::Shmdt { addr } => {
-            let length = space.region_at(addr).map_or(0, |r| r.len());
-            (space.unmap(addr, length), Some(length))
-        }
-    }
 }
 
 /// One traced process (one pid; an exec starts a new generation).
@@ -134,6 +101,12 @@ pub struct Collector {
     pub last_event_ns: u64,
     /// What the last event did to each stack's live bytes.
     deltas: Vec<(StackId, i64)>,
+    /// The stack of the last event, if it committed bytes (an mprotect):
+    /// it now holds pages, and wants attributing.
+    committer: Option<StackId>,
+    /// Live, reserved and accessible bytes by kind, of address spaces that
+    /// ended (exit, exec).
+    pub ended_by_kind: KindTotals,
 }
 
 impl Collector {
@@ -146,12 +119,24 @@ impl Collector {
     }
 
     /// Records a range that was mapped before tracing began, as read from
-    /// /proc/PID/maps at `read_at_ns`. Traced calls made before that moment
-    /// whose records come later are reconciled with it (see `on_syscall`).
-    pub fn seed_preexisting(&mut self, pid: u32, start: u64, end: u64, read_at_ns: u64) {
+    /// /proc/PID/maps at `read_at_ns`, with its protection and kind. Traced
+    /// calls made before that moment whose records come later are
+    /// reconciled with it (see `on_syscall`).
+    pub fn seed_preexisting(
+        &mut self,
+        pid: u32,
+        (start, end): (u64, u64),
+        (prot, kind): (u32, MemoryKind),
+        read_at_ns: u64,
+    ) {
         let process = self.process(pid, 0);
         process.seeded_at_ns = Some(read_at_ns);
-        let added = process.space.fill(start, end, Origin::PreExisting);
+        let attrs = Attrs {
+            origin: Origin::PreExisting,
+            prot,
+            kind,
+        };
+        let added = process.space.fill(start, end, attrs);
         self.bytes.preexisting += added;
     }
 
@@ -159,13 +144,27 @@ impl Collector {
         self.processes.values()
     }
 
+    pub fn processes_mut(&mut self) -> impl Iterator<Item = &mut Process> {
+        self.processes.values_mut()
+    }
+
+    pub fn process_of(&self, pid: u32) -> Option<&Process> {
+        self.processes.get(&pid)
+    }
+
     /// Live-byte changes, by stack, of the last event handled.
     pub fn last_deltas(&self) -> &[(StackId, i64)] {
         &self.deltas
     }
 
+    /// The stack of the last event, if it made reserved bytes accessible.
+    pub fn last_committer(&self) -> Option<StackId> {
+        self.committer
+    }
+
     pub fn handle(&mut self, event: Event) {
         self.deltas.clear();
+        self.committer = None;
         let time = event.time_ns();
         self.first_event_ns.get_or_insert(time);
         self.last_event_ns = self.last_event_ns.max(time);
@@ -221,7 +220,6 @@ impl Collector {
             self.counts.failed += 1;
             return;
         }
-        let origin = Origin::Traced(stack);
         let ret = event.ret as u64;
         // A call made before its process's mappings were read from /proc
         // (the read lags the kernel's record): what it mapped is already in
@@ -231,12 +229,26 @@ impl Collector {
             .seeded_at_ns
             .is_some_and(|seeded| event.time_ns < seeded);
         let process = self.process(event.pid, event.time_ns);
-        let (change, length) = apply(process, &event.call, ret, origin);
-        if let Some(length) = length {
-            self.stacks
-                .stats_mut(stack)
-                .count_size(event.call.kind(), page_round_up(length));
+        let effect = calls::apply(process, &event.call, ret, stack, event.shmem);
+        let stats = self.stacks.stats_mut(stack);
+        if let Some(size) = effect.size {
+            stats.count_size(event.call.kind(), page_round_up(size));
         }
+        if let Some(protected) = &effect.protected {
+            stats.committed_bytes += protected.committed;
+            stats.decommitted_bytes += protected.decommitted.iter().map(|(_, b)| b).sum::<u64>();
+            if protected.committed > 0 {
+                self.committer = Some(stack);
+            }
+        }
+        if let Some(advised) = &effect.advised {
+            stats.advised_bytes += advised.bytes;
+            // What the session measured before the pages went (the ledger's
+            // own estimate is not in a trace), else the ledger's.
+            stats.resident_returned_bytes +=
+                event.resident_returned.unwrap_or(advised.resident_returned);
+        }
+        let change = effect.change;
         self.stacks.stats_mut(stack).mapped_bytes += change.mapped;
         self.bytes.mapped += change.mapped;
         if change.mapped > 0 {
@@ -331,215 +343,17 @@ impl Collector {
                     let stats = self.stacks.stats_mut(id);
                     stats.live_at_exit_bytes += region.len();
                     stats.live_at_exit_regions += 1;
+                    if region.is_reserved() {
+                        stats.reserved_at_exit_bytes += region.len();
+                    }
+                    self.ended_by_kind.add_region(region);
                 }
                 Origin::PreExisting => preexisting += region.len(),
             }
+            if let (Origin::Traced(holder), false) = (region.holder(), region.is_reserved()) {
+                self.stacks.stats_mut(holder).accessible_at_exit_bytes += region.len();
+            }
         }
         self.process(pid, time_ns).preexisting_live_at_exit += preexisting;
-    }
-
-    /// Live bytes and regions per stack: still mapped, or live at exit.
-    pub fn live_by_stack(&self) -> BTreeMap<StackId, (u64, u64)> {
-        let mut live: BTreeMap<StackId, (u64, u64)> = BTreeMap::new();
-        for entry in self.stacks.iter() {
-            let stats = entry.stats;
-            if stats.live_at_exit_bytes > 0 {
-                live.insert(
-                    entry.id,
-                    (stats.live_at_exit_bytes, stats.live_at_exit_regions),
-                );
-            }
-        }
-        for process in self.processes.values() {
-            for region in process.space.regions() {
-                if let Origin::Traced(id) = region.origin {
-                    let entry = live.entry(id).or_default();
-                    entry.0 += region.len();
-                    entry.1 += 1;
-                }
-            }
-        }
-        live
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{CallKind, PAGE_SIZE as P};
-
-    fn syscall(pid: u32, call: Call, ret: i64, stack: &[u64]) -> Event {
-        Event::Syscall(SyscallEvent::for_test(pid, 1, call, ret, stack))
-    }
-
-    fn mmap(len: u64) -> Call {
-        Call::anonymous_mmap(len)
-    }
-
-    fn process_event(pid: u32) -> ProcessEvent {
-        ProcessEvent {
-            pid,
-            tid: pid,
-            time_ns: 5,
-            parent_pid: 1,
-            comm: "x".into(),
-        }
-    }
-
-    #[test]
-    fn counts_bytes_and_live_per_stack() {
-        let mut c = Collector::default();
-        c.handle(syscall(7, mmap(2 * P), 0x10000, &[1, 2]));
-        c.handle(syscall(7, mmap(3 * P), 0x20000, &[1, 3]));
-        c.handle(syscall(
-            7,
-            Call::Munmap {
-                addr: 0x20000,
-                len: P,
-            },
-            0,
-            &[4],
-        ));
-        c.handle(syscall(7, mmap(P), -12, &[1, 2]));
-        assert_eq!(c.counts.calls[CallKind::Mmap], 3);
-        assert_eq!(c.counts.calls[CallKind::Munmap], 1);
-        assert_eq!(c.counts.failed, 1);
-        assert_eq!(c.bytes.mapped, 5 * P);
-        assert_eq!(c.bytes.unmapped, P);
-        let live: Vec<_> = c.live_by_stack().into_values().collect();
-        assert_eq!(live, vec![(2 * P, 1), (2 * P, 1)]);
-        let first = c.stacks.iter().next().unwrap().stats;
-        assert_eq!((first.calls[CallKind::Mmap], first.failed_calls), (2, 1));
-    }
-
-    #[test]
-    fn exit_keeps_live_bytes_and_drops_the_space() {
-        let mut c = Collector::default();
-        c.handle(syscall(7, mmap(2 * P), 0x10000, &[1]));
-        c.handle(Event::Exit(process_event(7)));
-        let process = c.processes().next().unwrap();
-        assert!(process.exited());
-        assert!(process.space.is_empty());
-        assert_eq!(
-            c.live_by_stack().into_values().collect::<Vec<_>>(),
-            vec![(2 * P, 1)]
-        );
-        // A late record of the exited process changes no bytes.
-        c.handle(syscall(
-            7,
-            Call::Munmap {
-                addr: 0x10000,
-                len: P,
-            },
-            0,
-            &[1],
-        ));
-        assert_eq!(c.bytes.unmapped, 0);
-    }
-
-    #[test]
-    fn exec_starts_a_new_generation() {
-        let mut c = Collector::default();
-        c.handle(syscall(7, mmap(P), 0x10000, &[1]));
-        c.handle(Event::Exec(process_event(7)));
-        let Event::Syscall(mut after) = syscall(7, mmap(P), 0x10000, &[1]) else {
-            unreachable!()
-        };
-        after.asid = 2;
-        c.handle(Event::Syscall(after));
-        assert_eq!(c.stacks.len(), 2, "same addresses, different images");
-        assert_eq!(c.processes().next().unwrap().generation, 1);
-        let old = c.stacks.iter().next().unwrap().stats;
-        assert_eq!(
-            old.live_at_exit_bytes, P,
-            "the old image's bytes, live at exec"
-        );
-        assert_eq!(c.processes().next().unwrap().space.live_bytes(), P);
-    }
-
-    #[test]
-    fn calls_made_before_the_seed_was_read_are_reconciled() {
-        let mut c = Collector::default();
-        // Read at t=100: holds the region a call at t=1 mapped, and not the
-        // one a call at t=1 unmapped (mapped before tracing).
-        c.seed_preexisting(7, 0x10000, 0x10000 + 2 * P, 100);
-        c.handle(syscall(7, mmap(2 * P), 0x10000, &[1]));
-        c.handle(syscall(
-            7,
-            Call::Munmap {
-                addr: 0x90000,
-                len: P,
-            },
-            0,
-            &[1],
-        ));
-        assert_eq!(
-            c.bytes.preexisting, P,
-            "only the unmapped page was there before"
-        );
-        assert_eq!(c.bytes.preexisting_unmapped, P);
-        assert_eq!(c.bytes.unknown_unmapped, 0);
-        assert_eq!(c.bytes.mapped, 2 * P);
-        assert_eq!(
-            c.live_by_stack().into_values().collect::<Vec<_>>(),
-            vec![(2 * P, 1)]
-        );
-    }
-
-    #[test]
-    fn brk_grows_and_shrinks_the_heap() {
-        let mut c = Collector::default();
-        let brk = |requested: u64, ret: u64| syscall(7, Call::Brk { requested }, ret as i64, &[1]);
-        c.handle(brk(0, 0x50000)); // the query
-        c.handle(brk(0x50000 + 3 * P, 0x50000 + 3 * P));
-        c.handle(brk(0x50000 + P, 0x50000 + P));
-        c.handle(brk(0x9_0000_0000, 0x50000 + P)); // refused: the old break
-        assert_eq!(c.counts.calls[CallKind::Brk], 4);
-        assert_eq!(c.counts.failed, 1);
-        assert_eq!(c.bytes.mapped, 3 * P);
-        assert_eq!(c.bytes.unmapped, 2 * P);
-        assert_eq!(c.processes().next().unwrap().space.live_bytes(), P);
-    }
-
-    #[test]
-    fn shmdt_releases_the_whole_attachment() {
-        let mut c = Collector::default();
-        let attach = Call::Shmat {
-            shmid: 3,
-            addr: 0,
-            flags: 0,
-            size: 5 * P,
-        };
-        c.handle(syscall(7, attach, 0x70000, &[1]));
-        c.handle(syscall(7, Call::Shmdt { addr: 0x70000 }, 0, &[2]));
-        assert_eq!(c.bytes.mapped, 5 * P);
-        assert_eq!(c.bytes.unmapped, 5 * P);
-    }
-
-    #[test]
-    fn preexisting_ranges_are_not_unknown() {
-        let mut c = Collector::default();
-        c.seed_preexisting(7, 0x10000, 0x10000 + 4 * P, 0);
-        c.handle(syscall(
-            7,
-            Call::Munmap {
-                addr: 0x10000,
-                len: 4 * P,
-            },
-            0,
-            &[1],
-        ));
-        assert_eq!(c.bytes.preexisting_unmapped, 4 * P);
-        assert_eq!(c.bytes.unknown_unmapped, 0);
-        c.handle(syscall(
-            7,
-            Call::Munmap {
-                addr: 0x90000,
-                len: P,
-            },
-            0,
-            &[1],
-        ));
-        assert_eq!(c.bytes.unknown_unmapped, P);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::{self, Write};
 
-use super::{FrameRow, ObjectRow, Report, StackRow};
+use super::{FrameRow, GrowthRow, ObjectRow, Report, RssGrowth, StackRow};
 
 /// Renders `report`, with at most `top_stacks` stacks.
 pub fn render_text(report: &Report, top_stacks: usize) -> String {
@@ -49,43 +49,117 @@ fn header(out: &mut impl Write, report: &Report) -> fmt::Result {
     Ok(())
 }
 
-/// "Who is growing", first: the verdict.
+/// "Who is growing", first: the verdict, about resident memory.
 fn growing(out: &mut impl Write, report: &Report) -> fmt::Result {
-    let flagged: Vec<_> = report.growth.iter().filter(|g| g.flagged).collect();
-    if flagged.is_empty() {
-        write!(out, "\nWho is growing: nothing grows steadily")?;
-        if let Some(fastest) = report.growth.first().filter(|g| g.bytes_per_min > 0.0) {
-            write!(
-                out,
-                " (fastest: {} {}, {}/min, fit r² {:.2})",
-                fastest.role,
-                basename(&fastest.object),
-                bytes(fastest.bytes_per_min as u64),
-                fastest.fit_r2
-            )?;
-        }
-        return writeln!(out);
+    if !report.growth_judged {
+        let note = report
+            .growth_note
+            .as_deref()
+            .unwrap_or("growth cannot be judged");
+        writeln!(out, "\nWho is growing: {note}.")?;
+        return writeln!(
+            out,
+            "What the run left mapped, and where, is in the tables below."
+        );
     }
-    writeln!(
-        out,
-        "\nWho is growing (live bytes, least-squares over the traced window)"
-    )?;
-    for row in flagged {
+    let flagged: Vec<&GrowthRow> = report.growth.iter().filter(|g| g.flagged).collect();
+    let mapped_only: Vec<&GrowthRow> = report
+        .growth
+        .iter()
+        .filter(|g| g.address_space_growing)
+        .collect();
+    if flagged.is_empty() {
         writeln!(
             out,
-            "  {:<9} {}  +{}/min (fit r² {:.2}), live {}, resident {}",
-            row.role.name(),
-            row.object,
-            bytes(row.bytes_per_min as u64),
-            row.fit_r2,
-            bytes(row.live_bytes.max(0) as u64),
-            bytes(row.resident_bytes)
+            "\nWho is growing: no object's resident memory grows steadily"
         )?;
-        for hint in &row.hints {
-            writeln!(out, "            try: {hint}")?;
+    } else {
+        writeln!(
+            out,
+            "\nWho is growing (resident memory, slope of its steady part)"
+        )?;
+        for row in &flagged {
+            writeln!(
+                out,
+                "  {:<9} {}  {} resident (fit r² {:.2}, since {:.1} s), live {}, resident {}",
+                row.role.name(),
+                row.object,
+                per_min(row.resident_bytes_per_min.unwrap_or(0.0)),
+                row.resident_fit_r2.unwrap_or(0.0),
+                row.since_s.unwrap_or(0.0),
+                bytes(row.live_bytes.max(0) as u64),
+                resident_text(row.resident_bytes),
+            )?;
+            for hint in &row.hints {
+                writeln!(out, "            try: {hint}")?;
+            }
+        }
+    }
+    if let Some(rss) = &report.rss_growth {
+        rss_line(out, rss, !flagged.is_empty())?;
+    }
+    if !mapped_only.is_empty() {
+        writeln!(
+            out,
+            "Address space growing, not resident memory (mapped but untouched: no leak verdict)"
+        )?;
+        for row in mapped_only {
+            writeln!(
+                out,
+                "  {:<9} {}  {} mapped, resident {}",
+                row.role.name(),
+                row.object,
+                per_min(row.bytes_per_min.unwrap_or(0.0)),
+                resident_text(row.resident_bytes),
+            )?;
         }
     }
     Ok(())
+}
+
+/// The processes' RSS growth, and how much of it the flagged objects
+/// explain.
+fn rss_line(out: &mut impl Write, rss: &RssGrowth, flagged: bool) -> fmt::Result {
+    if !flagged {
+        return writeln!(
+            out,
+            "  (the traced processes' RSS: {} since {:.1} s)",
+            per_min(rss.bytes_per_min),
+            rss.since_s
+        );
+    }
+    match rss.explained_fraction {
+        Some(fraction) => writeln!(
+            out,
+            "  These explain {:.0}% of the RSS growth ({} of {});",
+            fraction * 100.0,
+            per_min(rss.explained_bytes_per_min),
+            per_min(rss.bytes_per_min),
+        )?,
+        None => writeln!(
+            out,
+            "  The traced processes' RSS does not grow ({}): resident memory moved \
+             between objects;",
+            per_min(rss.bytes_per_min)
+        )?,
+    }
+    writeln!(
+        out,
+        "  besides them: {} file pages (page cache), {} anonymous memory outside traced mappings",
+        per_min(rss.file_bytes_per_min),
+        per_min(rss.untraced_anon_bytes_per_min),
+    )
+}
+
+/// `+1.2 MiB/min`, `-300.0 KiB/min`.
+fn per_min(bytes_per_min: f64) -> String {
+    let sign = if bytes_per_min < 0.0 { "-" } else { "+" };
+    format!("{sign}{}/min", bytes(bytes_per_min.abs() as u64))
+}
+
+/// Resident bytes, or "exited" when unknown.
+fn resident_text(resident: Option<u64>) -> String {
+    resident.map_or_else(|| "exited".to_owned(), bytes)
 }
 
 fn targets(out: &mut impl Write, report: &Report) -> fmt::Result {
@@ -137,13 +211,15 @@ fn totals(out: &mut impl Write, report: &Report) -> fmt::Result {
     let t = &report.totals;
     writeln!(
         out,
-        "\nevents: {} mmap, {} munmap, {} mremap, {} brk, {} shmat, {} shmdt ({} failed); lost {} records, {} stacks unavailable, {} mapping records lost",
+        "\nevents: {} mmap, {} munmap, {} mremap, {} brk, {} shmat, {} shmdt, {} mprotect, {} madvise ({} failed); lost {} records, {} stacks unavailable, {} mapping records lost",
         e.mmap,
         e.munmap,
         e.mremap,
         e.brk,
         e.shmat,
         e.shmdt,
+        e.mprotect,
+        e.madvise,
         e.failed,
         e.lost,
         e.stack_errors,
@@ -157,15 +233,34 @@ fn totals(out: &mut impl Write, report: &Report) -> fmt::Result {
         bytes(t.live_bytes),
         t.live_regions
     )?;
-    let kinds = &t.live_by_kind;
-    if kinds.brk > 0 || kinds.shm > 0 {
-        writeln!(
-            out,
-            "        live by kind: mmap {}, brk heap {}, System V shm {}",
-            bytes(kinds.mmap),
-            bytes(kinds.brk),
-            bytes(kinds.shm)
-        )?;
+    writeln!(
+        out,
+        "        of which reserved (PROT_NONE) {}, accessible {}; resident {}",
+        bytes(t.reserved_bytes),
+        bytes(t.accessible_bytes),
+        t.resident_bytes
+            .map_or_else(|| "unknown (the processes exited)".to_owned(), bytes),
+    )?;
+    let k = &t.by_kind;
+    let kinds: Vec<String> = [
+        ("private anonymous", &k.private_anon),
+        ("shared", &k.shared),
+        ("file", &k.file),
+        ("heap", &k.heap),
+    ]
+    .into_iter()
+    .filter(|(_, row)| row.live_bytes > 0)
+    .map(|(name, row)| match row.resident_bytes {
+        Some(resident) => format!(
+            "{name} {} live, {} resident",
+            bytes(row.live_bytes),
+            bytes(resident)
+        ),
+        None => format!("{name} {} live", bytes(row.live_bytes)),
+    })
+    .collect();
+    if !kinds.is_empty() {
+        writeln!(out, "        by kind: {}", kinds.join("; "))?;
     }
     let u = &report.unwinding;
     if u.in_kernel + u.from_copies > 0 {
@@ -199,14 +294,16 @@ fn table(out: &mut impl Write, title: &str, rows: &[ObjectRow]) -> fmt::Result {
     writeln!(out, "\n{title}")?;
     writeln!(
         out,
-        "{:>10} {:>8} {:>8} {:>10} {:>10}  OBJECT",
-        "LIVE", "REGIONS", "CALLS", "MAPPED", "UNMAPPED"
+        "{:>10} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10}  OBJECT",
+        "LIVE", "RESIDENT", "RESERVED", "REGIONS", "CALLS", "MAPPED", "UNMAPPED"
     )?;
     for row in rows {
         writeln!(
             out,
-            "{:>10} {:>8} {:>8} {:>10} {:>10}  {}",
+            "{:>10} {:>10} {:>10} {:>8} {:>8} {:>10} {:>10}  {}",
             bytes(row.live_bytes),
+            resident_text(row.resident_bytes),
+            bytes(row.reserved_bytes),
             row.live_regions,
             row.calls,
             bytes(row.mapped_bytes),
@@ -221,16 +318,17 @@ fn stacks(out: &mut impl Write, report: &Report, top: usize) -> fmt::Result {
     let shown = report.stacks.len().min(top);
     writeln!(
         out,
-        "\nTop {shown} of {} stacks, by live bytes",
+        "\nTop {shown} of {} stacks, by resident bytes, then live bytes",
         report.stacks.len()
     )?;
     for (i, stack) in report.stacks.iter().take(top).enumerate() {
         writeln!(
             out,
-            "\n#{} live {} in {} regions; {}; mapped {}, unmapped {}",
+            "\n#{} live {} in {} regions, resident {}; {}; mapped {}, unmapped {}",
             i + 1,
             bytes(stack.live_bytes),
             stack.live_regions,
+            resident_text(stack.resident_bytes),
             calls(stack),
             bytes(stack.mapped_bytes),
             bytes(stack.unmapped_bytes)
@@ -263,6 +361,8 @@ fn calls(stack: &StackRow) -> String {
         (stack.mremap_calls, "mremap"),
         (stack.brk_calls, "brk"),
         (stack.shm_calls, "shmat/shmdt"),
+        (stack.mprotect_calls, "mprotect"),
+        (stack.madvise_calls, "madvise"),
     ] {
         if count > 0 {
             parts.push(format!("{count} {name}"));
@@ -334,124 +434,4 @@ pub fn bytes(n: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{
-        account::Role,
-        model::{ExitStatus, StackSource, StopReason, StoppedBy, UnwindMode},
-        report::{Events, GrowthRow, SCHEMA, Target, Totals},
-    };
-
-    #[test]
-    fn byte_units() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(4096), "4.0 KiB");
-        assert_eq!(bytes(3 * 1024 * 1024 + 512 * 1024), "3.5 MiB");
-    }
-
-    #[test]
-    fn renders_every_section() {
-        let report = Report {
-            schema: SCHEMA,
-            version: "0",
-            command: Some(vec!["./lab".into(), "8".into()]),
-            command_status: Some(ExitStatus::Code(0)),
-            stopped_by: StoppedBy::CommandExit,
-            duration_s: 0.25,
-            unwinder: UnwindMode::Fp,
-            unwinding: Default::default(),
-            tracer: Default::default(),
-            growth: vec![GrowthRow {
-                object: "/x/liblab.so".into(),
-                role: Role::Issuer,
-                bytes_per_min: 3.0 * 1048576.0,
-                fit_r2: 0.98,
-                live_bytes: 0,
-                resident_bytes: 0,
-                flagged: true,
-                hints: vec!["set X=1".into()],
-                patterns: vec![],
-            }],
-            timeline: vec![],
-            targets: vec![Target {
-                pid: 42,
-                parent_pid: None,
-                comm: "lab".into(),
-                exe: Some("/x/lab".into()),
-                exited: true,
-                live_bytes: 8192,
-            }],
-            events: Events {
-                mmap: 3,
-                lost: 2,
-                ..Default::default()
-            },
-            totals: Totals {
-                live_bytes: 8192,
-                ..Default::default()
-            },
-            by_issuer: vec![ObjectRow {
-                object: "/x/liblab.so".into(),
-                calls: 3,
-                live_bytes: 8192,
-                live_regions: 2,
-                ..Default::default()
-            }],
-            by_requester: vec![],
-            stacks: vec![StackRow {
-                issuer: "/x/liblab.so".into(),
-                requester: "/x/lab".into(),
-                calls: 3,
-                mmap_calls: 3,
-                munmap_calls: 0,
-                mremap_calls: 0,
-                brk_calls: 0,
-                shm_calls: 0,
-                failed_calls: 0,
-                mapped_bytes: 0,
-                unmapped_bytes: 0,
-                live_bytes: 8192,
-                live_regions: 0,
-                resident_bytes: 0,
-                pids: vec![42],
-                sizes: vec![],
-                unwinder: StackSource::FramePointers,
-                truncated: true,
-                stop_reason: StopReason::FramePointerInvalid,
-                frames: vec![FrameRow {
-                    addr: 0x7f00,
-                    object: "/x/liblab.so".into(),
-                    offset: 0x1234,
-                    symbol: Some("lab_grab".into()),
-                    symbol_offset: Some(0x22),
-                    file: Some("/src/liblab.c".into()),
-                    line: Some(17),
-                    recovered: true,
-                    ..Default::default()
-                }],
-            }],
-        };
-        let text = render_text(&report, 10);
-        assert!(
-            text.contains("command: ./lab 8 (exited with status 0)"),
-            "{text}"
-        );
-        assert!(text.contains("lost 2 records"), "{text}");
-        assert!(text.contains("warning: 2 records were lost"), "{text}");
-        assert!(text.contains("8.0 KiB        2        3"), "{text}");
-        assert!(text.contains("issuer liblab.so, requester lab"), "{text}");
-        assert!(
-            text.contains("issuer    /x/liblab.so  +3.0 MiB/min"),
-            "{text}"
-        );
-        assert!(
-            text.contains("lab_grab+0x22 (liblab.c:17)  liblab.so+0x1234  [from stack pointer]"),
-            "{text}"
-        );
-        assert!(
-            text.contains("... the stack walk stopped here: the frame-pointer chain broke"),
-            "{text}"
-        );
-    }
-}
+mod tests;

@@ -1,17 +1,9 @@
-//! `cargo xtask bench`: the cost of tracing, against the untraced workload
-//! and against peers, in one run, interleaved.
-//!
-//! The workload (bench/workload.c) maps and unmaps 64 KiB PAIRS times
-//! through a 3-deep call chain, built -O2 without frame pointers, and times
-//! its own loop. Every tracer attaches to it by pid before the loop starts
-//! (the workload waits for a line on stdin), so start-up costs stay out of
-//! the numbers and each tracer's CPU time and peak RSS are its own
-//! (wait4 of the tracer, which the workload is not a child of).
+//! One measured run of one tracer on the workload.
 
 use std::{
     fs,
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, ChildStdout, Command, Stdio},
     thread,
     time::{Duration, Instant},
@@ -19,135 +11,78 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::cmd::{self, command, run as run_cmd};
+pub struct Setup {
+    pub workload: PathBuf,
+    pub mmap_trace: PathBuf,
+    pub dir: PathBuf,
+    pub pairs: u64,
+}
 
-const DEFAULT_PAIRS: u64 = 200_000;
-const DEFAULT_ROUNDS: usize = 5;
+/// Which loop the workload runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// mmap + munmap.
+    Pairs,
+    /// mmap, mprotect twice, madvise, munmap.
+    Advising,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tracer {
+pub enum Tracer {
     Untraced,
-    MmapTrace(&'static str),
+    MmapTrace {
+        unwind: &'static str,
+        /// `--syscalls`, if not the default (every call).
+        syscalls: Option<&'static str>,
+    },
     Bpftrace,
     PerfRecord,
 }
 
 impl Tracer {
-    fn label(self) -> String {
+    pub fn label(self) -> String {
         match self {
             Tracer::Untraced => "untraced".into(),
-            Tracer::MmapTrace(mode) => format!("mmap-trace --unwind {mode}"),
+            Tracer::MmapTrace {
+                unwind,
+                syscalls: None,
+            } => format!("mmap-trace --unwind {unwind}"),
+            Tracer::MmapTrace {
+                unwind,
+                syscalls: Some(calls),
+            } => format!("mmap-trace --unwind {unwind} --syscalls {calls}"),
             Tracer::Bpftrace => "bpftrace ustack".into(),
             Tracer::PerfRecord => "perf record --call-graph dwarf".into(),
         }
     }
 }
 
-const TRACERS: [Tracer; 6] = [
-    Tracer::Untraced,
-    Tracer::MmapTrace("fp"),
-    Tracer::MmapTrace("dwarf"),
-    Tracer::MmapTrace("auto"),
-    Tracer::Bpftrace,
-    Tracer::PerfRecord,
-];
-
 /// One measured run.
 #[derive(Clone, Debug, Default)]
-struct Sample {
-    ns_per_pair: f64,
-    /// Calls the tracer recorded (of 2 × pairs issued).
-    captured: Option<u64>,
-    cpu_s: Option<f64>,
-    peak_rss: Option<u64>,
+pub struct Sample {
+    pub ns_per_pair: f64,
+    /// Calls the tracer recorded.
+    pub captured: Option<u64>,
+    pub cpu_s: Option<f64>,
+    pub peak_rss: Option<u64>,
     /// Bytes the tracer wrote (perf.data; our JSON report).
-    written: Option<u64>,
-}
-
-struct Setup {
-    workload: PathBuf,
-    mmap_trace: PathBuf,
-    dir: PathBuf,
-    pairs: u64,
-}
-
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let (pairs, rounds) = parse_args(args)?;
-    crate::setup::run()?;
-    if !cmd::is_root() {
-        bail!("the benchmark loads eBPF programs: run it as root");
-    }
-    crate::setup::packages(&["bpftrace", "linux-perf"])?;
-    mount_tracefs()?;
-    run_cmd(command("cargo").args(["build", "--release", "-p", "mmap-trace"]))?;
-    let root = cmd::workspace_root();
-    let dir = root.join("target/bench");
-    fs::create_dir_all(&dir)?;
-    let workload = dir.join("workload");
-    run_cmd(
-        command("gcc")
-            .args(["-O2", "-g", "-fomit-frame-pointer", "-o"])
-            .arg(&workload)
-            .arg(root.join("bench/workload.c")),
-    )?;
-    let setup = Setup {
-        workload,
-        mmap_trace: root.join("target/release/mmap-trace"),
-        dir,
-        pairs,
-    };
-
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); TRACERS.len()];
-    for round in 1..=rounds {
-        for (i, tracer) in TRACERS.iter().enumerate() {
-            print!("xtask: round {round}/{rounds}: {:<32}", tracer.label());
-            std::io::stdout().flush()?;
-            let sample = measure(&setup, *tracer)
-                .with_context(|| format!("measuring {}", tracer.label()))?;
-            println!("{:>9.1} ns/pair", sample.ns_per_pair);
-            samples[i].push(sample);
-        }
-    }
-    print_table(&setup, rounds, &samples);
-    Ok(())
-}
-
-fn parse_args(args: &[String]) -> anyhow::Result<(u64, usize)> {
-    let (mut pairs, mut rounds) = (DEFAULT_PAIRS, DEFAULT_ROUNDS);
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let value = args.next().context("a value after each flag")?;
-        match arg.as_str() {
-            "--pairs" => pairs = value.parse().context("--pairs N")?,
-            "--rounds" => rounds = value.parse().context("--rounds N")?,
-            other => bail!("unknown bench flag {other}; use --pairs N --rounds N"),
-        }
-    }
-    if pairs == 0 || rounds == 0 {
-        bail!("--pairs and --rounds must be positive");
-    }
-    Ok((pairs, rounds))
-}
-
-/// Peers read syscall tracepoints through tracefs; mmap-trace does not.
-fn mount_tracefs() -> anyhow::Result<()> {
-    if Path::new("/sys/kernel/tracing/events/syscalls").exists() {
-        return Ok(());
-    }
-    println!("xtask: mounting tracefs at /sys/kernel/tracing (bpftrace and perf need it)");
-    run_cmd(command("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))
+    pub written: Option<u64>,
 }
 
 /// The workload, started and waiting for "go".
-struct Workload {
+pub struct Workload {
     child: Child,
     out: BufReader<ChildStdout>,
 }
 
 impl Workload {
-    fn start(setup: &Setup) -> anyhow::Result<Self> {
-        let mut child = Command::new(&setup.workload)
-            .args([setup.pairs.to_string(), "--wait".into()])
+    pub fn start(setup: &Setup, kind: WorkloadKind) -> anyhow::Result<Self> {
+        let mut command = Command::new(&setup.workload);
+        command.args([setup.pairs.to_string(), "--wait".into()]);
+        if kind == WorkloadKind::Advising {
+            command.arg("--advise");
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -161,7 +96,7 @@ impl Workload {
         Ok(Workload { child, out })
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -181,14 +116,16 @@ impl Workload {
     }
 }
 
-fn measure(setup: &Setup, tracer: Tracer) -> anyhow::Result<Sample> {
-    let workload = Workload::start(setup)?;
+pub fn measure(setup: &Setup, kind: WorkloadKind, tracer: Tracer) -> anyhow::Result<Sample> {
+    let workload = Workload::start(setup, kind)?;
     match tracer {
         Tracer::Untraced => Ok(Sample {
             ns_per_pair: workload.go()?,
             ..Default::default()
         }),
-        Tracer::MmapTrace(mode) => measure_mmap_trace(setup, workload, mode),
+        Tracer::MmapTrace { unwind, syscalls } => {
+            measure_mmap_trace(setup, workload, unwind, syscalls)
+        }
         Tracer::Bpftrace => measure_bpftrace(workload),
         Tracer::PerfRecord => measure_perf(setup, workload),
     }
@@ -196,13 +133,22 @@ fn measure(setup: &Setup, tracer: Tracer) -> anyhow::Result<Sample> {
 
 /// mmap-trace attached by pid, writing its JSON report: the calls it
 /// captured are the report's event counts.
-fn measure_mmap_trace(setup: &Setup, workload: Workload, mode: &str) -> anyhow::Result<Sample> {
-    let report = setup.dir.join(format!("mmap-trace-{mode}.json"));
+fn measure_mmap_trace(
+    setup: &Setup,
+    workload: Workload,
+    unwind: &str,
+    syscalls: Option<&str>,
+) -> anyhow::Result<Sample> {
+    let report = setup.dir.join(format!("mmap-trace-{unwind}.json"));
     let pid = workload.pid().to_string();
-    let mut child = Command::new(&setup.mmap_trace)
-        .args([
-            "record", "--unwind", mode, "--format", "json", "--pid", &pid,
-        ])
+    let mut command = Command::new(&setup.mmap_trace);
+    command.args([
+        "record", "--unwind", unwind, "--format", "json", "--pid", &pid,
+    ]);
+    if let Some(calls) = syscalls {
+        command.args(["--syscalls", calls]);
+    }
+    let mut child = command
         .arg("--output")
         .arg(&report)
         .stdout(Stdio::null())
@@ -214,7 +160,12 @@ fn measure_mmap_trace(setup: &Setup, workload: Workload, mode: &str) -> anyhow::
     let json = fs::read_to_string(&report)?;
     Ok(Sample {
         ns_per_pair,
-        captured: Some(json_number(&json, "mmap")? + json_number(&json, "munmap")?),
+        captured: Some(
+            ["mmap", "munmap", "mprotect", "madvise"]
+                .iter()
+                .map(|call| json_number(&json, call))
+                .sum::<anyhow::Result<u64>>()?,
+        ),
         written: Some(json.len() as u64),
         ..usage
     })
@@ -298,7 +249,7 @@ fn measure_perf(setup: &Setup, workload: Workload) -> anyhow::Result<Sample> {
 }
 
 /// Reads `stream` until `needle` appears (the tracer is attached).
-fn wait_for_output(stream: &mut impl std::io::Read, needle: &str) -> anyhow::Result<()> {
+pub fn wait_for_output(stream: &mut impl std::io::Read, needle: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut seen = Vec::new();
     let mut byte = [0u8; 1];
@@ -316,7 +267,7 @@ fn wait_for_output(stream: &mut impl std::io::Read, needle: &str) -> anyhow::Res
 
 /// Waits for a tracer (interrupting it first if `interrupt`) and returns
 /// its own CPU time and peak RSS.
-fn wait_with_usage(child: &mut Child, interrupt: bool) -> anyhow::Result<Sample> {
+pub fn wait_with_usage(child: &mut Child, interrupt: bool) -> anyhow::Result<Sample> {
     let pid = child.id() as libc::pid_t;
     if interrupt {
         // Let it see the workload's last events, then stop it.
@@ -340,7 +291,7 @@ fn wait_with_usage(child: &mut Child, interrupt: bool) -> anyhow::Result<Sample>
 }
 
 /// A number from our JSON report's "events" object.
-fn json_number(json: &str, key: &str) -> anyhow::Result<u64> {
+pub fn json_number(json: &str, key: &str) -> anyhow::Result<u64> {
     let events = &json[json.find("\"events\"").context("no events in the report")?..];
     let at = events
         .find(&format!("\"{key}\":"))
@@ -353,56 +304,4 @@ fn json_number(json: &str, key: &str) -> anyhow::Result<u64> {
     value
         .parse()
         .with_context(|| format!("events.{key} = {value:?}"))
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn print_table(setup: &Setup, rounds: usize, samples: &[Vec<Sample>]) {
-    let issued = 2 * setup.pairs;
-    let base = median(&mut samples[0].iter().map(|s| s.ns_per_pair).collect::<Vec<_>>());
-    println!(
-        "\nmmap-trace bench: {} mmap+munmap pairs of 64 KiB through a 3-deep call chain \
-         (-O2, no frame pointers); median of {rounds} interleaved rounds",
-        setup.pairs
-    );
-    println!(
-        "{:<32} {:>9} {:>9} {:>17} {:>9} {:>11} {:>10} {:>10}",
-        "tracer",
-        "ns/pair",
-        "vs none",
-        "captured/issued",
-        "lost",
-        "tracer CPU",
-        "peak RSS",
-        "written"
-    );
-    for (tracer, runs) in TRACERS.iter().zip(samples) {
-        let ns = median(&mut runs.iter().map(|s| s.ns_per_pair).collect::<Vec<_>>());
-        let pick = |f: fn(&Sample) -> Option<f64>| {
-            let mut values: Vec<f64> = runs.iter().filter_map(f).collect();
-            (!values.is_empty()).then(|| median(&mut values))
-        };
-        let captured = pick(|s| s.captured.map(|c| c as f64));
-        let cpu = pick(|s| s.cpu_s);
-        let rss = pick(|s| s.peak_rss.map(|r| r as f64));
-        let written = pick(|s| s.written.map(|w| w as f64));
-        let dash = || "-".to_owned();
-        println!(
-            "{:<32} {:>9.1} {:>8.2}x {:>17} {:>9} {:>11} {:>10} {:>10}",
-            tracer.label(),
-            ns,
-            ns / base,
-            captured.map_or_else(dash, |c| format!("{}/{issued}", c as u64)),
-            captured.map_or_else(dash, |c| format!(
-                "{:.1}%",
-                100.0 * (issued as f64 - c).max(0.0) / issued as f64
-            )),
-            cpu.map_or_else(dash, |c| format!("{c:.2} s")),
-            rss.map_or_else(dash, |r| format!("{:.1} MiB", r / 1048576.0)),
-            written.map_or_else(dash, |w| format!("{:.1} MiB", w / 1048576.0)),
-        );
-    }
 }
