@@ -8,8 +8,14 @@ pub fn median(values: &mut [f64]) -> f64 {
 }
 
 /// One table: per tracer, medians over the rounds; ratios against the
-/// first tracer (untraced). `issued`: calls the workload made.
-pub fn print(title: &str, issued: u64, tracers: &[Tracer], samples: &[Vec<Sample>]) {
+/// first tracer (untraced). `issued(tracer)`: the calls the workload made
+/// that the tracer was asked to trace.
+pub fn print(
+    title: &str,
+    issued: impl Fn(&Tracer) -> u64,
+    tracers: &[Tracer],
+    samples: &[Vec<Sample>],
+) {
     let base = median(&mut samples[0].iter().map(|s| s.ns_per_pair).collect::<Vec<_>>());
     println!("\n{title}");
     println!(
@@ -24,6 +30,7 @@ pub fn print(title: &str, issued: u64, tracers: &[Tracer], samples: &[Vec<Sample
         "written"
     );
     for (tracer, runs) in tracers.iter().zip(samples) {
+        let issued = issued(tracer);
         let ns = median(&mut runs.iter().map(|s| s.ns_per_pair).collect::<Vec<_>>());
         let pick = |f: fn(&Sample) -> Option<f64>| {
             let mut values: Vec<f64> = runs.iter().filter_map(f).collect();

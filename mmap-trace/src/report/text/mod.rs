@@ -88,7 +88,8 @@ fn growing(out: &mut impl Write, report: &Report) -> fmt::Result {
                 row.resident_fit_r2.unwrap_or(0.0),
                 row.since_s.unwrap_or(0.0),
                 bytes(row.live_bytes.max(0) as u64),
-                resident_text(row.resident_bytes),
+                row.resident_bytes
+                    .map_or_else(|| "unknown (exited)".to_owned(), bytes),
             )?;
             for hint in &row.hints {
                 writeln!(out, "            try: {hint}")?;
