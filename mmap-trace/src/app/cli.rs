@@ -211,6 +211,12 @@ pub struct RecordArgs {
     #[arg(long, value_enum, default_value_t = UnwindMode::Auto)]
     pub unwind: UnwindMode,
 
+    /// Python frames in the stacks of CPython processes (3.10 to 3.13): the
+    /// function and line that asked, captured in the kernel at each call.
+    /// `off` traces Python processes like any other.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub python: Switch,
+
     /// With auto/dwarf: how much of the user stack the kernel copies when it
     /// cannot unwind a stack itself yet (e.g. 32K, 65536; at most 64K). A
     /// stack deeper than this is cut, and the report says so.
@@ -225,6 +231,12 @@ pub struct RecordArgs {
     /// The command to start and trace, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -97,6 +97,7 @@ pub fn build(recording: &Recording, patterns: &[Pattern], judging: &Judging) -> 
         totals: totals(recording, &holdings, &stacks),
         by_issuer: by_object(&stacks, |s| &s.issuer),
         by_requester: by_object(&stacks, |s| &s.requester),
+        by_python_caller: Vec::new(),
         stacks,
         timeline: recording.timeline.clone(),
     }

@@ -42,6 +42,7 @@ pub(crate) mod tests_support {
             totals: Totals::default(),
             by_issuer: Vec::new(),
             by_requester: Vec::new(),
+            by_python_caller: Vec::new(),
             stacks: Vec::new(),
             timeline: Vec::new(),
         }

@@ -44,9 +44,26 @@ pub struct Report {
     pub totals: Totals,
     pub by_issuer: Vec<ObjectRow>,
     pub by_requester: Vec<ObjectRow>,
+    /// Bytes by the innermost Python frame of their stacks (Python
+    /// processes only; empty otherwise).
+    pub by_python_caller: Vec<PythonCallerRow>,
     pub stacks: Vec<StackRow>,
     /// Samples every `--interval`.
     pub timeline: Vec<Sample>,
+}
+
+/// One Python function's share: the bytes of the stacks whose innermost
+/// Python frame it is.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct PythonCallerRow {
+    /// Qualified name (`BlockPool.allocate`; the plain name before 3.11).
+    pub function: String,
+    pub file: String,
+    pub calls: u64,
+    pub mapped_bytes: u64,
+    pub live_bytes: u64,
+    pub live_regions: u64,
+    pub resident_bytes: Option<u64>,
 }
 
 /// What a growth verdict rests on.
@@ -259,8 +276,24 @@ pub struct SizeRow {
     pub calls: u64,
 }
 
+/// What a frame is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    /// Machine code in an object (or anonymous executable memory).
+    #[default]
+    Native,
+    /// A Python function's frame: `symbol` is its qualified name, `file`
+    /// and `line` where it was; `object` is `[python]` and `offset` the
+    /// bytecode offset.
+    Python,
+    /// JIT code named from the process's perf map (/tmp/perf-PID.map).
+    Jit,
+}
+
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct FrameRow {
+    pub kind: FrameKind,
     pub addr: u64,
     /// The object's path as the traced process saw it (inside its
     /// container, if it runs in one).

@@ -135,6 +135,7 @@ fn frame_row(frame: &Frame, resolved: &Resolved) -> FrameRow {
     let symbol = frame.symbol.as_ref();
     let object = frame.object.map(|id| resolved.object(id));
     FrameRow {
+        kind: super::FrameKind::Native,
         addr: frame.address.address(),
         object: object.map_or_else(|| UNKNOWN.to_owned(), |o| o.display.clone()),
         build_id: object.and_then(|o| o.build_id.clone()),

@@ -93,6 +93,7 @@ fn renders_every_section() {
             ..Default::default()
         }],
         by_requester: vec![],
+        by_python_caller: vec![],
         stacks: vec![stack],
     };
     let text = render_text(&report, 10);
