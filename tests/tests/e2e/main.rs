@@ -9,6 +9,7 @@ mod containers;
 mod demo;
 mod growth;
 mod ledger;
+mod pictures;
 mod python;
 mod resident;
 mod stopping;

@@ -1,0 +1,1 @@
+//! Pictures: folded stacks, flame graphs, the HTML report, pprof.
