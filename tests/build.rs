@@ -141,6 +141,29 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
         &["@LAB/lab.c"],
         &["-O2", "-L@OUT", "-llab", "-Wl,-rpath,$ORIGIN"],
     ),
+    // Frame pointers and no CFI (not even .debug_frame: -g0), but for one
+    // object with CFI and no frame pointer.
+    (
+        "fpchain_cfi.o",
+        &["fpchain_cfi.c"],
+        &[
+            "-c",
+            "-O2",
+            "-fomit-frame-pointer",
+            "-fasynchronous-unwind-tables",
+        ],
+    ),
+    (
+        "fpchain",
+        &["fpchain.c", "@OUT/fpchain_cfi.o"],
+        &[
+            "-O0",
+            "-g0",
+            "-fno-omit-frame-pointer",
+            "-fno-asynchronous-unwind-tables",
+        ],
+    ),
+    ("jit", &["jit.c"], &["-O2", "-fno-omit-frame-pointer"]),
 ];
 
 fn main() {
@@ -159,6 +182,8 @@ fn main() {
                 lab.join(file)
             } else if let Some(file) = s.strip_prefix("@BENCH/") {
                 bench.join(file)
+            } else if let Some(file) = s.strip_prefix("@OUT/") {
+                out.join(file)
             } else {
                 fixtures.join(s)
             }

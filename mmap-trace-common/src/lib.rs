@@ -97,7 +97,7 @@ pub struct RecordHeader {
 
 /// One traced syscall, written at syscall exit (`header.time_ns`). The
 /// record is followed by its data: `stack_frames` frame addresses (the ip,
-/// then return addresses), then,
+/// then return addresses), `python_frames` [`PyFrame`]s, then,
 /// when `unwind` is [`unwind::WINDOW`], `window_bytes` bytes of the user
 /// stack from `resume_sp`: the kernel unwound the first frames and lacked a
 /// rule for the next; user space continues from the `resume_*` registers.
@@ -107,8 +107,8 @@ pub struct SyscallRecord {
     pub header: RecordHeader,
     /// The syscall number ([`nr`]).
     pub nr: u32,
-    /// Reserved for flags (0).
-    pub flags: u32,
+    /// [`PyFrame`]s that follow the stack frames (a CPython process).
+    pub python_frames: u32,
     /// Negative errno if the stack could not be read, or 0.
     pub stack_error: i64,
     /// The six syscall arguments, in order.
@@ -144,8 +144,122 @@ pub struct SyscallRecord {
 /// Most bytes of user stack copied into one record.
 pub const MAX_STACK_WINDOW: usize = 64 * 1024;
 
-/// Most bytes of data (frames, then a stack window) after a [`SyscallRecord`].
-pub const MAX_RECORD_DATA: usize = MAX_STACK_FRAMES * 8 + MAX_STACK_WINDOW;
+/// Most Python frames in one record (an inference server's stacks run 40
+/// deep). One less than a power of two, so that every index up to and
+/// including it, masked with it, is unchanged: the entry after the last
+/// is where the stack window starts.
+pub const MAX_PYTHON_FRAMES: usize = 63;
+const _: () = assert!((MAX_PYTHON_FRAMES + 1).is_power_of_two());
+
+/// Most bytes of data (frames, Python frames, then a stack window) after a
+/// [`SyscallRecord`].
+pub const MAX_RECORD_DATA: usize =
+    MAX_STACK_FRAMES * 8 + MAX_PYTHON_FRAMES * size_of::<PyFrame>() + MAX_STACK_WINDOW;
+
+/// A Python frame the kernel found at the call: the code object it runs,
+/// and where in it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyFrame {
+    /// The code object's address in the process (0 for an empty group).
+    pub code: u64,
+    /// Byte offset of the current instruction in the bytecode (-2 before
+    /// the first, 3.11+; -2 from f_lasti -1, 3.10).
+    pub offset: i32,
+    /// [`py_flags`] bits.
+    pub flags: u32,
+}
+
+/// A Python stack's signature: folded from the process and the code
+/// object of each frame, innermost first, by both sides of the kernel
+/// boundary. The kernel wakes user space at once for a stack whose
+/// signature it has not been told is known, so that user space reads the
+/// code objects while they surely exist (a module's code object is freed
+/// once the module has run).
+pub fn py_signature(tgid: u32) -> u64 {
+    u64::from(tgid) | 1 << 63
+}
+
+/// The signature with one more frame's code object folded in.
+pub fn py_signature_step(signature: u64, code: u64) -> u64 {
+    (signature ^ code)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29)
+}
+
+/// `PyFrame::flags` bits.
+pub mod py_flags {
+    /// The last (outermost) frame run by one C call of the eval loop
+    /// (`_PyEval_EvalFrameDefault`): the next frame belongs to the next
+    /// eval-loop frame on the native stack.
+    pub const GROUP_END: u32 = 1;
+    /// Not a frame: an eval-loop call that was running no Python frame of
+    /// its own (two boundaries in a row).
+    pub const EMPTY_GROUP: u32 = 2;
+    /// The walk stopped here with more frames beyond (the frame limit, or
+    /// a read that failed).
+    pub const CUT: u32 = 4;
+}
+
+/// What the eBPF side needs to walk one CPython process's frames: where
+/// `_PyRuntime` is and the offsets of the fields it follows (they differ by
+/// minor version). User space fills the `PYTHON` map per traced process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyConfig {
+    /// The address space this holds for (a new image needs a new one).
+    pub asid: u64,
+    /// `&_PyRuntime` in the process.
+    pub runtime: u64,
+    /// `_PyRuntime.interpreters.head`.
+    pub interpreters_head: u32,
+    /// `PyInterpreterState.next`.
+    pub interpreter_next: u32,
+    /// `PyInterpreterState.threads.head` (3.10: `tstate_head`).
+    pub threads_head: u32,
+    /// `PyThreadState.next`.
+    pub thread_next: u32,
+    /// `PyThreadState.thread_id`: `pthread_self()`, the thread's FS base.
+    pub thread_id: u32,
+    /// `PyThreadState` → its current frame: `frame` (3.10), `cframe`
+    /// (3.11, 3.12), `current_frame` (3.13).
+    pub thread_frame: u32,
+    /// 3.11/3.12: `_PyCFrame.current_frame`; [`py_style::NO_FIELD`] when
+    /// `thread_frame` leads to the frame itself.
+    pub cframe_frame: u32,
+    /// In a frame: the code object (`f_code`/`f_executable`), the caller
+    /// (`f_back`/`previous`), the position (`f_lasti` 3.10; `prev_instr`
+    /// or `instr_ptr` later), the entry marker (`is_entry` 3.11; `owner`
+    /// 3.12+).
+    pub frame_code: u32,
+    pub frame_previous: u32,
+    pub frame_position: u32,
+    pub frame_marker: u32,
+    /// `co_code_adaptive`: where the bytecode starts in a code object
+    /// (3.11+).
+    pub code_adaptive: u32,
+    /// [`py_style`]: how positions and eval-loop boundaries are kept.
+    pub style: u32,
+    pub _reserved: u32,
+}
+
+/// `PyConfig::style` values.
+pub mod py_style {
+    /// 3.10: `f_lasti` is an `int` in code units; every frame is run by its
+    /// own eval-loop call.
+    pub const LASTI: u32 = 0;
+    /// 3.11: a pointer to the last instruction; the frame whose `is_entry`
+    /// byte is set ends an eval-loop call's run.
+    pub const IS_ENTRY: u32 = 1;
+    /// 3.12+: a pointer; a frame whose `owner` byte is
+    /// `FRAME_OWNED_BY_CSTACK` separates eval-loop calls (and is no Python
+    /// frame).
+    pub const CSTACK_OWNER: u32 = 2;
+    /// `FRAME_OWNED_BY_CSTACK`.
+    pub const OWNED_BY_CSTACK: u8 = 3;
+    /// A field that does not exist in this version.
+    pub const NO_FIELD: u32 = u32::MAX;
+}
 
 /// `SyscallRecord::unwind` values.
 pub mod unwind {
@@ -206,6 +320,11 @@ pub mod rule_kind {
     /// Unwinding cannot go past this pc (no unwind information): stop with
     /// `stop::NO_UNWIND_INFO`.
     pub const STOP: u8 = 4;
+    /// No CFI covers this pc: take one frame-pointer step (CFA = rbp + 16,
+    /// rbp saved at CFA - 16) if the frame looks sane (rbp above the stack
+    /// pointer, aligned, within reach), else stop with
+    /// `stop::FRAME_POINTER_INVALID`.
+    pub const FRAME_POINTER: u8 = 5;
 }
 
 /// Slots in the direct-mapped rule cache (a power of two).
@@ -235,6 +354,8 @@ pub struct ProcessRecord {
 mod user {
     // SAFETY: plain integers, no padding (see `layouts_have_no_padding`).
     unsafe impl aya::Pod for super::RuleSlot {}
+    // SAFETY: plain integers, no padding (see `layouts_have_no_padding`).
+    unsafe impl aya::Pod for super::PyConfig {}
 }
 
 #[cfg(test)]
@@ -257,6 +378,10 @@ mod tests {
         assert_eq!(size_of::<SyscallRecord>(), 176);
         assert_eq!(size_of::<ProcessRecord>(), 48);
         assert_eq!(size_of::<RuleSlot>(), 32);
+        assert_eq!(size_of::<PyFrame>(), 16);
+        assert_eq!(offset_of!(PyConfig, interpreters_head), 16);
+        assert_eq!(offset_of!(PyConfig, _reserved), 68);
+        assert_eq!(size_of::<PyConfig>(), 72);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! see a bound, so indices are masked; every mask here is derived from the
 //! size it bounds, and the sizes are checked at compile time.
 
-use mmap_trace_common::{MAX_RECORD_DATA, MAX_STACK_FRAMES, MAX_STACK_WINDOW, SyscallRecord};
+use mmap_trace_common::{
+    MAX_PYTHON_FRAMES, MAX_RECORD_DATA, MAX_STACK_FRAMES, MAX_STACK_WINDOW, PyFrame, SyscallRecord,
+};
 
 /// Bytes of stack read at once from the stack pointer (a power of two).
 pub const NEAR_BYTES: usize = 1024;
@@ -18,6 +20,14 @@ pub const PAGE_MASK: u64 = PAGE_BYTES - 1;
 /// Masks a frame index into `0..=MAX_STACK_FRAMES` (which is one less than
 /// a power of two, see `mmap_trace_common`).
 pub const FRAME_INDEX_MASK: usize = MAX_STACK_FRAMES;
+
+/// Masks a Python frame index into `0..=MAX_PYTHON_FRAMES` (one less than a
+/// power of two, see `mmap_trace_common`): a full run of Python frames
+/// ends where the window begins, not at its start.
+pub const PYTHON_INDEX_MASK: usize = MAX_PYTHON_FRAMES;
+
+/// Bytes of one recorded Python frame.
+pub const PYTHON_FRAME_BYTES: usize = size_of::<PyFrame>();
 
 /// Masks an offset into the stack window.
 pub const WINDOW_MASK: usize = MAX_STACK_WINDOW - 1;
@@ -32,9 +42,9 @@ pub const CHUNK_MASK: usize = 2 * PAGE_BYTES as usize - 1;
 #[repr(C)]
 pub struct Scratch {
     pub record: SyscallRecord,
-    /// Frames, then stack bytes; the page of slack lets the verifier see
-    /// that a copy of up to a page at any offset below MAX_RECORD_DATA stays
-    /// inside.
+    /// Frames, Python frames, then stack bytes; the page of slack lets the
+    /// verifier see that a copy of up to a page at any offset below
+    /// MAX_RECORD_DATA stays inside.
     pub data: [u8; MAX_RECORD_DATA + PAGE_BYTES as usize],
     /// The top of the user stack (see `unwind::read_near_stack`); after
     /// `data`, so that the record and its data are one contiguous output.
@@ -43,10 +53,14 @@ pub struct Scratch {
     pub near: [u8; 2 * NEAR_BYTES],
 }
 
-// Frames come first in `data`, then the window: the last masked frame
-// offset, plus the largest masked window offset, plus a page-sized chunk,
-// stays inside `data`.
+// Frames come first in `data`, then Python frames, then the window: the
+// last masked frame offset, plus the last masked Python offset, plus the
+// largest masked window offset, plus a page-sized chunk, stays inside
+// `data`.
 const _: () = assert!(
-    FRAME_INDEX_MASK * 8 + WINDOW_MASK + PAGE_BYTES as usize
+    FRAME_INDEX_MASK * 8
+        + PYTHON_INDEX_MASK * PYTHON_FRAME_BYTES
+        + WINDOW_MASK
+        + PAGE_BYTES as usize
         <= MAX_RECORD_DATA + PAGE_BYTES as usize
 );

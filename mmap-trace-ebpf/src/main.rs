@@ -15,6 +15,7 @@
 mod layout;
 mod maps;
 mod process;
+mod python;
 mod regs;
 mod syscall;
 mod unwind;

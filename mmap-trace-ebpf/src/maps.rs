@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use mmap_trace_common::{RULE_SLOTS, RuleSlot, counter, families};
+use mmap_trace_common::{PyConfig, RULE_SLOTS, RuleSlot, counter, families};
 
 use crate::layout::Scratch;
 
@@ -35,6 +35,27 @@ pub static STACK_BYTES: Global<u32> = Global::new(32 * 1024);
 pub static CGROUP_ID: Global<u64> = Global::new(0);
 #[unsafe(no_mangle)]
 pub static CGROUP_LEVEL: Global<u32> = Global::new(0);
+
+/// Offset of `thread.fsbase` in `struct task_struct` (from the kernel's
+/// BTF; 0: unknown, no Python frames).
+#[unsafe(no_mangle)]
+pub static TASK_FSBASE: Global<u32> = Global::new(0);
+
+/// CPython processes: tgid → how to walk their frames (user space fills it
+/// when it sees the interpreter mapped).
+#[map]
+pub static PYTHON: HashMap<u32, PyConfig> = HashMap::with_max_entries(4096, 0);
+
+/// Each Python thread's thread state, found once: tid → `PyThreadState*`
+/// (0: the thread has none). Checked against the thread's FS base on use.
+#[map]
+pub static PY_THREADS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Signatures of the Python stacks whose code objects user space has read
+/// (`mmap_trace_common::py_signature`): a record with another one wakes
+/// user space at once.
+#[map]
+pub static PY_STACKS_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
 /// Processes to trace: tgid → address-space id (a fresh one per exec).
 /// User space seeds it; forks extend it.
@@ -71,6 +92,16 @@ pub struct ForkOrigin {
     pub parent_tgid: u32,
     pub _reserved: u32,
     pub time_ns: u64,
+}
+
+/// This CPU's scratch slot.
+#[inline(always)]
+pub fn this_cpu_scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: the helper has no preconditions.
+    let cpu = unsafe { aya_ebpf::helpers::bpf_get_smp_processor_id() };
+    // SAFETY: this CPU's slot; programs on one CPU do not interleave here,
+    // so this is the only reference to it while the caller runs.
+    SCRATCH.get_ptr_mut(cpu).map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]

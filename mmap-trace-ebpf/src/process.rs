@@ -72,8 +72,16 @@ fn joined_cgroup(tgid: u32) -> Option<u64> {
     Some(now)
 }
 
+/// A process record, read at once: user space sets up what the kernel
+/// needs for the new process or image (where a Python interpreter keeps
+/// its state) before it runs far. Such records are rare next to calls.
 fn emit(record_kind: u32, parent_pid: u32, time_ns: u64) {
-    emit_with(record_kind, parent_pid, time_ns, 0)
+    emit_with(
+        record_kind,
+        parent_pid,
+        time_ns,
+        u64::from(BPF_RB_FORCE_WAKEUP),
+    )
 }
 
 fn emit_with(record_kind: u32, parent_pid: u32, time_ns: u64, flags: u64) {

@@ -18,9 +18,10 @@ use mmap_trace_common::{
 };
 
 use crate::{
-    layout::Scratch,
-    maps::{EVENTS, SCRATCH, SYSCALLS, UNWIND_MODE, WAKEUP_BYTES, bump},
+    layout::{PYTHON_FRAME_BYTES, Scratch},
+    maps::{EVENTS, PY_STACKS_SEEN, SCRATCH, SYSCALLS, UNWIND_MODE, WAKEUP_BYTES, bump},
     process::traced_asid,
+    python::{PyStack, walk_python},
     regs::PtRegs,
     unwind::{Unwound, copy_stack_window, read_near_stack, unwind_with_rules, walk_frame_pointers},
 };
@@ -86,7 +87,7 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
                 time_ns: unsafe { bpf_ktime_get_ns() },
             },
             nr: id as u32,
-            flags: 0,
+            python_frames: 0,
             stack_error: 0,
             args: regs.syscall_args(),
             ret: ctx.arg(1),
@@ -112,7 +113,8 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
             unsafe { (*scratch).record.mapped_size = vma_size(ret as u64) };
         }
     }
-    let mut wake = false;
+    // Set by each branch: whether user space should read this at once.
+    let mut wake;
     let data_bytes = if UNWIND_MODE.load() == 0 {
         // SAFETY: this CPU's slot, as above; the walk's steps reach it only
         // through this reference.
@@ -124,21 +126,34 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
         let (count, stop) = walk_frame_pointers(&regs, near_len, slot);
         slot.record.stack_frames = count;
         slot.record.stop = stop;
-        count * 8
+        let python = walk_python(tgid, pid_tgid as u32, asid, count);
+        wake = is_new_python_stack(&python);
+        // SAFETY: this CPU's slot, as above; the Python walk is over.
+        unsafe { (*scratch).record.python_frames = python.count };
+        count * 8 + python.count * PYTHON_FRAME_BYTES as u32
     } else {
         let unwound = unwind_with_rules(tgid, asid, &regs, near_len);
-        // SAFETY: this CPU's slot, as above; the walk is over, so this is
+        let native = match unwound {
+            Unwound::Frames { count, .. } | Unwound::MissingRule { count, .. } => count,
+        };
+        let python_stack = walk_python(tgid, pid_tgid as u32, asid, native);
+        wake = is_new_python_stack(&python_stack);
+        let python = python_stack.count;
+        // SAFETY: this CPU's slot, as above; the walks are over, so this is
         // the only reference.
         let Scratch { record, data, .. } = unsafe { &mut *scratch };
+        record.python_frames = python;
+        let python_bytes = python * PYTHON_FRAME_BYTES as u32;
+
         match unwound {
             Unwound::Frames { count, stop } => {
                 record.unwind = unwind::KERNEL_DWARF;
                 record.stack_frames = count;
                 record.stop = stop;
-                count * 8
+                count * 8 + python_bytes
             }
             Unwound::MissingRule { count, ip, sp, bp } => {
-                let copied = copy_stack_window(sp, count, data);
+                let copied = copy_stack_window(sp, count, python, data);
                 if copied == 0 {
                     bump(counter::STACK_ERRORS);
                 }
@@ -152,7 +167,7 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
                 // User space learns the rules this stack needs: the sooner,
                 // the fewer copies follow.
                 wake = true;
-                count * 8 + copied
+                count * 8 + python_bytes + copied
             }
         }
     };
@@ -213,4 +228,12 @@ fn wakeup_flags() -> u64 {
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
     }
+}
+
+/// Python frames whose code objects user space has not read yet: it should
+/// read them now, while they exist.
+#[inline(always)]
+fn is_new_python_stack(python: &PyStack) -> bool {
+    // SAFETY: only the presence of the key is looked at.
+    python.count > 0 && unsafe { PY_STACKS_SEEN.get(python.signature) }.is_none()
 }

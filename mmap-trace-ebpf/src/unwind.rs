@@ -11,16 +11,17 @@
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
-    bpf_get_smp_processor_id, bpf_probe_read_user,
+    bpf_probe_read_user,
     generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
 };
 use mmap_trace_common::{MAX_STACK_FRAMES, MAX_STACK_WINDOW, rule_kind, rule_slot, stop};
 
 use crate::{
     layout::{
-        CHUNK_MASK, FRAME_INDEX_MASK, NEAR_BYTES, PAGE_BYTES, PAGE_MASK, Scratch, WINDOW_MASK,
+        CHUNK_MASK, FRAME_INDEX_MASK, NEAR_BYTES, PAGE_BYTES, PAGE_MASK, PYTHON_FRAME_BYTES,
+        PYTHON_INDEX_MASK, Scratch, WINDOW_MASK,
     },
-    maps::{RULES, SCRATCH, STACK_BYTES},
+    maps::{RULES, STACK_BYTES, this_cpu_scratch},
     regs::PtRegs,
 };
 
@@ -101,15 +102,6 @@ fn stack_u64(scratch: &Scratch, walk: &Walk, address: u64) -> Option<u64> {
     }
 }
 
-#[inline(always)]
-fn this_cpu_scratch() -> Option<&'static mut Scratch> {
-    // SAFETY: the helper has no preconditions.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    // SAFETY: this CPU's slot; programs on one CPU do not interleave here,
-    // so this is the only reference to it while the step runs.
-    SCRATCH.get_ptr_mut(cpu).map(|p| unsafe { &mut *p })
-}
-
 /// Records `ip` as frame `walk.count`.
 #[inline(always)]
 fn push_frame(scratch: &mut Scratch, walk: &mut Walk, ip: u64) {
@@ -142,6 +134,15 @@ extern "C" fn rules_step(_index: u64, context: *mut c_void) -> i64 {
     let cfa = match rule.kind {
         rule_kind::CFA_RSP => walk.sp.wrapping_add(rule.cfa_offset as i64 as u64),
         rule_kind::CFA_RBP => walk.bp.wrapping_add(rule.cfa_offset as i64 as u64),
+        rule_kind::FRAME_POINTER => {
+            // No CFI here: a frame-pointer step, if the frame looks like one.
+            let bp = walk.bp;
+            if bp < walk.sp || bp - walk.sp > MAX_FRAME_BYTES || bp & 7 != 0 {
+                walk.stop = stop::FRAME_POINTER_INVALID;
+                return 1;
+            }
+            bp.wrapping_add(rule.cfa_offset as i64 as u64)
+        }
         rule_kind::END => {
             walk.stop = stop::COMPLETE;
             return 1;
@@ -290,14 +291,15 @@ pub fn walk_frame_pointers(regs: &PtRegs, near_len: u64, scratch: &mut Scratch) 
 }
 
 /// Copies up to STACK_BYTES of the user stack from `sp` into `data` after
-/// the first `frames` frames, page by page, so a stack shallower than the
-/// window (a thread's, near its top) yields what is there. Returns the
-/// bytes copied.
+/// the first `frames` frames and `python` Python frames, page by page, so a
+/// stack shallower than the window (a thread's, near its top) yields what
+/// is there. Returns the bytes copied.
 #[inline(always)]
-pub fn copy_stack_window(sp: u64, frames: u32, data: &mut [u8]) -> u32 {
+pub fn copy_stack_window(sp: u64, frames: u32, python: u32, data: &mut [u8]) -> u32 {
     let want = (STACK_BYTES.load() as usize).min(MAX_STACK_WINDOW);
     let base = data.as_mut_ptr();
-    let start = (frames as usize & FRAME_INDEX_MASK) * 8;
+    let start = (frames as usize & FRAME_INDEX_MASK) * 8
+        + (python as usize & PYTHON_INDEX_MASK) * PYTHON_FRAME_BYTES;
     let mut copied: usize = 0;
     for _ in 0..(MAX_STACK_WINDOW / PAGE_BYTES as usize + 1) {
         if copied >= want {
@@ -307,9 +309,10 @@ pub fn copy_stack_window(sp: u64, frames: u32, data: &mut [u8]) -> u32 {
         let to_page_end = (PAGE_BYTES - (from & PAGE_MASK)) as usize;
         let chunk = to_page_end.min(want - copied) & CHUNK_MASK;
         let at = start + (copied & WINDOW_MASK);
-        // SAFETY: at < MAX_STACK_FRAMES × 8 + MAX_STACK_WINDOW and chunk ≤
-        // a page: inside the data area, which has a page of slack (see
-        // `layout`); the helper checks the user address.
+        // SAFETY: at < MAX_STACK_FRAMES × 8 + the Python frames +
+        // MAX_STACK_WINDOW and chunk ≤ a page: inside the data area, which
+        // has a page of slack (see `layout`); the helper checks the user
+        // address.
         let failed =
             unsafe { read_user_raw(base.add(at).cast(), chunk as u32, from as *const _) } < 0;
         if failed || chunk == 0 {

@@ -78,3 +78,86 @@ impl Waiting {
         self.finish();
     }
 }
+
+/// A Python fixture script (tests/fixtures/python).
+pub fn python_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/python")
+        .join(name)
+}
+
+/// The line of `script` marked with the comment `# @mark`.
+pub fn marked_line(script: &Path, mark: &str) -> u64 {
+    let text = std::fs::read_to_string(script)
+        .unwrap_or_else(|e| panic!("read {}: {e}", script.display()));
+    let wanted = format!("# @{mark}");
+    let lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.trim_end().ends_with(&wanted))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(lines.len(), 1, "{} marks @{mark} once", script.display());
+    lines[0] as u64
+}
+
+/// A CPython interpreter on this machine.
+#[derive(Clone, Debug)]
+pub struct Python {
+    pub path: PathBuf,
+    /// 10 for 3.10.
+    pub minor: u32,
+}
+
+impl Python {
+    /// Whether it names functions by their qualified names (3.11+).
+    pub fn has_qualnames(&self) -> bool {
+        self.minor >= 11
+    }
+}
+
+/// Every CPython 3.10 to 3.13 found: Debian's `python3`, and pyenv's builds
+/// (`$PYENV_ROOT` or `~/.pyenv`). At least one must be there: the tests that
+/// use them fail otherwise.
+pub fn pythons() -> Vec<Python> {
+    let mut found: Vec<Python> = Vec::new();
+    let mut candidates = vec![PathBuf::from("/usr/bin/python3")];
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")));
+    if let Some(versions) = root.map(|r| r.join("versions"))
+        && let Ok(entries) = std::fs::read_dir(&versions)
+    {
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            let mut parts = name.split('.');
+            if let (Some("3"), Some(minor)) = (parts.next(), parts.next()) {
+                candidates.push(versions.join(&name).join(format!("bin/python3.{minor}")));
+            }
+        }
+    }
+    for path in candidates {
+        let Some(minor) = python_minor(&path) else {
+            continue;
+        };
+        if (10..=13).contains(&minor) {
+            found.push(Python { path, minor });
+        }
+    }
+    assert!(
+        !found.is_empty(),
+        "no CPython 3.10 to 3.13 on this machine (`cargo xtask setup` installs Debian's python3)"
+    );
+    found
+}
+
+fn python_minor(path: &Path) -> Option<u32> {
+    let output = Command::new(path)
+        .args(["-c", "import sys; print(sys.version_info[1])"])
+        .output()
+        .ok()?;
+    String::from_utf8(output.stdout).ok()?.trim().parse().ok()
+}

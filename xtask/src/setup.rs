@@ -11,10 +11,14 @@ use crate::cmd::{self, command, probe, run as run_cmd};
 /// Debian packages: the C compiler for fixtures, Debian's UCX for the UCX
 /// tests, setpriv (util-linux) for the unprivileged test, glibc's debug
 /// symbols so tests can name its internal functions (`__libc_start_call_main`),
-/// gdb to check our stacks against its backtraces.
+/// gdb to check our stacks against its backtraces; the real consumers of
+/// the report's pictures: headless Chromium (the HTML report) and Go's
+/// `go tool pprof` (the pprof profile).
 const PACKAGES: &[&str] = &[
+    "chromium",
     "gcc",
     "gdb",
+    "golang-go",
     "libc6-dev",
     "libc6-dbg",
     "libucx0",

@@ -4,7 +4,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::model::UnwindMode;
+use crate::{model::UnwindMode, report::folded::Weight};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,6 +62,10 @@ pub struct ReportArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
 
+    /// What the pictures (folded, svg, html) weigh each stack by.
+    #[arg(long, value_enum, default_value_t = Weight::Live)]
+    pub weight: Weight,
+
     #[command(flatten)]
     pub verdict: VerdictArgs,
 }
@@ -105,9 +109,14 @@ pub struct DiffArgs {
     #[arg(value_name = "AFTER")]
     pub after: PathBuf,
 
-    /// Output format.
+    /// Output format: text, json, or a differential picture: folded
+    /// (stack, before, after) or svg (a differential flame graph).
     #[arg(short, long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+
+    /// What the differential pictures weigh each stack by.
+    #[arg(long, value_enum, default_value_t = Weight::Live)]
+    pub weight: Weight,
 
     /// For traces: the shortest window that gets a growth verdict (as
     /// record --min-window).
@@ -127,6 +136,9 @@ Examples:
       Write the JSON report (schema mmap-trace/report/v1) to a file.
   mmap-trace record --output before.mtrace --pid 4242 --duration 5m
       Keep a trace (report it later anywhere: mmap-trace report before.mtrace).
+  mmap-trace record --format html --output report.html -- ./server
+      One page to open in a browser: the verdict, tables, timeline, flame graph
+      (also: --format svg, folded, pprof; --weight live|resident|mapped|calls).
 
 Reading the report:
   issuer     the object that made the system call (libucm.so when UCX's hooks are on)
@@ -189,6 +201,10 @@ pub struct RecordArgs {
     /// How many stacks the text report shows.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+
+    /// What the pictures (folded, svg, html) weigh each stack by.
+    #[arg(long, value_enum, default_value_t = Weight::Live)]
+    pub weight: Weight,
 
     #[command(flatten)]
     pub verdict: VerdictArgs,
@@ -276,6 +292,36 @@ pub enum Format {
     Text,
     /// Everything, for scripts (see docs/report.md).
     Json,
+    /// Folded stacks (root first, `;`-separated, then the weight), for
+    /// inferno and flamegraph.pl.
+    Folded,
+    /// A flame graph (SVG; open it in a browser).
+    Svg,
+    /// A gzipped pprof profile, for go tool pprof, Pyroscope and Parca
+    /// (binary: write it to a file).
+    Pprof,
+    /// One self-contained HTML page: verdict, tables, timeline, flame
+    /// graph, stacks.
+    Html,
+}
+
+impl Format {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+            Format::Folded => "folded",
+            Format::Svg => "svg",
+            Format::Pprof => "pprof",
+            Format::Html => "html",
+        }
+    }
+
+    /// Bytes that are not text, which a terminal must not get.
+    pub fn is_binary(self) -> bool {
+        self == Format::Pprof
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -371,6 +417,37 @@ mod tests {
             mmap_trace_common::families::ALL
         );
         assert_eq!(args.stack_bytes, 32 * 1024);
+    }
+
+    #[test]
+    fn pictures_have_formats_and_weights() {
+        let cli = Cli::try_parse_from([
+            "mmap-trace",
+            "report",
+            "-f",
+            "pprof",
+            "--weight",
+            "resident",
+            "x.mtrace",
+        ])
+        .unwrap();
+        let Command::Report(args) = cli.command else {
+            panic!("not report")
+        };
+        assert_eq!(
+            (args.format, args.weight),
+            (Format::Pprof, Weight::Resident)
+        );
+        assert!(args.format.is_binary());
+        let cli = Cli::try_parse_from(["mmap-trace", "diff", "-f", "svg", "a", "b"]).unwrap();
+        let Command::Diff(args) = cli.command else {
+            panic!("not diff")
+        };
+        assert_eq!((args.format, args.weight), (Format::Svg, Weight::Live));
+        for format in Format::value_variants() {
+            let name = format.to_possible_value().unwrap();
+            assert_eq!(name.get_name(), format.name());
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{
     cli::{DiffArgs, Format},
-    output::{Failure, Output},
+    output::{Failure, Output, render_diff_picture},
 };
 use crate::{report, report::text::bytes, trace};
 
@@ -85,8 +85,16 @@ pub fn run(args: DiffArgs) -> Result<i32, Failure> {
         min_window_s: args.min_window.as_secs_f64(),
         ..Default::default()
     };
-    let before = figures(&load_report(&args.before, &judging)?);
-    let after = figures(&load_report(&args.after, &judging)?);
+    let before_report = load_report(&args.before, &judging)?;
+    let after_report = load_report(&args.after, &judging)?;
+    if let Some(picture) =
+        render_diff_picture(&before_report, &after_report, args.format, args.weight)?
+    {
+        Output::open(None, args.format)?.write(&picture)?;
+        return Ok(0);
+    }
+    let before = figures(&before_report);
+    let after = figures(&after_report);
     let mut keys: Vec<&(String, String)> = before.keys().chain(after.keys()).collect();
     keys.sort();
     keys.dedup();
@@ -133,13 +141,14 @@ pub fn run(args: DiffArgs) -> Result<i32, Failure> {
             .expect("serializes")
                 + "\n"
         }
-        Format::Text => {
+        // The pictures were drawn above.
+        _ => {
             let mut text = String::new();
             render_diff(&mut text, &args, &rows).expect("writing to a String cannot fail");
             text
         }
     };
-    Output::open(None)?.write(&text)?;
+    Output::open(None, args.format)?.write(text.as_bytes())?;
     Ok(0)
 }
 

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt as _;
 use anyhow::Context as _;
 
 use super::{
-    cli::{EXIT_GROWTH, Family, RecordArgs},
+    cli::{EXIT_GROWTH, Family, RecordArgs, Switch},
     output::{EXIT_FAILURE, Failure, Output, render},
 };
 use crate::{
@@ -14,7 +14,7 @@ use crate::{
     model::TracerUsage,
     report::{self, Pattern},
     resolve::{AttributionRules, resolve_all},
-    session::{Parts, Session, SessionEnd, StopWhen},
+    session::{Parts, Session, SessionEnd, Signals, StopWhen},
     sys::{
         self,
         launch::{self, LaunchError},
@@ -43,7 +43,7 @@ pub fn run(args: RecordArgs, verbose: bool) -> Result<i32, Failure> {
     let (recording, exit_code) =
         runtime.block_on(trace_session(&args, command, targets, trace, verbose))?;
     let report = report::build(&recording, &patterns, &args.verdict.judging());
-    output.write(&render(&report, args.format, args.top))?;
+    output.write(&render(&report, args.format, args.top, args.weight)?)?;
     Ok(match exit_code {
         0 if args.verdict.fail_on_growth && report.any_flagged() => EXIT_GROWTH,
         code => code,
@@ -88,7 +88,10 @@ impl Plan {
         let patterns = report::patterns::load(&args.patterns)?;
         // A trace file gets the recording; the report then goes to stdout.
         let trace_path = args.output.as_deref().filter(|p| trace::is_trace_path(p));
-        let output = Output::open(args.output.as_deref().filter(|_| trace_path.is_none()))?;
+        let output = Output::open(
+            args.output.as_deref().filter(|_| trace_path.is_none()),
+            args.format,
+        )?;
         let trace = match trace_path {
             Some(path) => Some(
                 TraceWriter::create(path, header(args))
@@ -146,7 +149,12 @@ async fn trace_session(
         rules: AttributionRules::new(&args.interposers),
         interval: args.interval,
         recorder,
+        python: match args.python {
+            Switch::On => Some(tracer.take_python()?),
+            Switch::Off => None,
+        },
     });
+    let signals = Signals::catch().context("catching signals")?;
     attach(&mut tracer, &mut session, &targets)?;
     let command = start(&mut tracer, &mut session, command)?;
     let stop = StopWhen {
@@ -158,7 +166,7 @@ async fn trace_session(
         },
         duration: args.duration,
     };
-    let end = session.run(stop).await.context("tracing")?;
+    let end = session.run(stop, signals).await.context("tracing")?;
     let kernel = tracer.counters();
     drop(tracer); // detach before the (slower) symbolization
     let (recording, recording_end) = finish(args, session, end, kernel);
@@ -180,6 +188,13 @@ fn load(args: &RecordArgs, targets: &Selection, verbose: bool) -> Result<Tracer,
         cgroup: targets.cgroup.as_ref().map(|c| (c.id, c.level)),
         syscalls: Family::mask(&args.syscalls),
         verbose,
+        task_fsbase: match args.python {
+            Switch::On => sys::btf::task_fsbase_offset().unwrap_or_else(|error| {
+                log::warn!("no Python frames: {error}");
+                0
+            }),
+            Switch::Off => 0,
+        },
     })?)
 }
 
@@ -230,7 +245,8 @@ fn start(
 /// Resolves the stacks and closes the books.
 fn finish(
     args: &RecordArgs,
-    session: Session<'_>,
+    mut session: Session<'_>,
+
     end: SessionEnd,
     kernel: crate::model::KernelCounters,
 ) -> (Recording, RecordingEnd) {
@@ -239,11 +255,15 @@ fn finish(
         session.book.collector.stacks.len(),
         end.stopped_by
     );
+    let pids: Vec<u32> = session.book.collector.processes().map(|p| p.pid).collect();
+    session.languages.refresh_perf_maps(pids);
     let resolved = resolve_all(
         &session.book.collector.stacks,
         &session.modules,
         session.rules(),
+        &session.languages.runtimes,
     );
+
     let executables = session
         .book
         .collector

@@ -1,6 +1,6 @@
 //! What the kernel tells us: traced calls and process life-cycle events.
 
-use super::{CallKind, StopReason};
+use super::{CallKind, PyFrameRaw, StopReason};
 
 /// One decoded record, from the ring buffer or from a trace file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +51,8 @@ pub struct SyscallEvent {
     pub stack: Vec<u64>,
     /// Why the walk ended where `stack` ends.
     pub stop: StopReason,
+    /// Python frames, innermost first (CPython processes).
+    pub python: Vec<PyFrameRaw>,
     /// With `StackSource::Window`: the registers of the frame after the
     /// last one in `stack`, and the user stack from its sp.
     pub resume: Resume,
@@ -83,6 +85,7 @@ impl SyscallEvent {
             source: StackSource::FramePointers,
             stack: stack.to_vec(),
             stop: StopReason::Complete,
+            python: Vec::new(),
             resume: Resume::default(),
             window: Vec::new(),
             stack_error: 0,

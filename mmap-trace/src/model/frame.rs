@@ -56,6 +56,55 @@ impl FrameAddress {
     }
 }
 
+/// A Python frame as the kernel found it: the code object's address in the
+/// process, the bytecode offset, and where eval-loop calls begin and end
+/// (`mmap_trace_common::py_flags`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct PyFrameRaw {
+    pub code: u64,
+    pub offset: i32,
+    pub flags: u32,
+}
+
+impl PyFrameRaw {
+    pub fn ends_group(&self) -> bool {
+        self.flags & mmap_trace_common::py_flags::GROUP_END != 0
+    }
+
+    /// An eval-loop call that ran no frame of its own: a place holder.
+    pub fn is_empty_group(&self) -> bool {
+        self.flags & mmap_trace_common::py_flags::EMPTY_GROUP != 0
+    }
+
+    /// The walk stopped after this frame with more beyond.
+    pub fn is_cut(&self) -> bool {
+        self.flags & mmap_trace_common::py_flags::CUT != 0
+    }
+}
+
+/// What a frame is.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    /// Machine code in an object (or anonymous executable memory).
+    #[default]
+    Native,
+    /// A Python function's frame.
+    Python,
+    /// JIT code, named from the process's perf map (/tmp/perf-PID.map).
+    Jit,
+}
+
+impl FrameKind {
+    pub fn is_native(&self) -> bool {
+        *self == FrameKind::Native
+    }
+}
+
 /// Why a stack walk ended where it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StopReason {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{Call, CallCounts, CallKind, StackSource, StopReason};
+use super::{Call, CallCounts, CallKind, PyFrameRaw, StackSource, StopReason};
 
 /// Index of an interned raw stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +28,8 @@ pub struct RawStack {
     pub source: StackSource,
     /// Why the walk ended after the last frame.
     pub stop: StopReason,
+    /// Python frames, innermost first (CPython processes).
+    pub python: Vec<PyFrameRaw>,
 }
 
 /// What the calls made through one stack did.
@@ -175,6 +177,7 @@ mod tests {
             sp_word: 0,
             source: StackSource::FramePointers,
             stop: StopReason::Complete,
+            python: Vec::new(),
         };
         let a = table.intern(stack.clone(), 10);
         let b = table.intern(stack.clone(), 20);

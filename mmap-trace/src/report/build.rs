@@ -97,8 +97,9 @@ pub fn build(recording: &Recording, patterns: &[Pattern], judging: &Judging) -> 
         totals: totals(recording, &holdings, &stacks),
         by_issuer: by_object(&stacks, |s| &s.issuer),
         by_requester: by_object(&stacks, |s| &s.requester),
-        by_python_caller: Vec::new(),
+        by_python_caller: stacks::by_python_caller(&stacks),
         stacks,
+
         timeline: recording.timeline.clone(),
     }
 }
@@ -251,7 +252,12 @@ mod tests {
             0,
             &[0x20020, 0x1030],
         );
-        let resolved = resolve_all(&book.collector.stacks, &modules, &rules);
+        let resolved = resolve_all(
+            &book.collector.stacks,
+            &modules,
+            &rules,
+            &Default::default(),
+        );
         let header = Header {
             format: "mmap-trace/trace".into(),
             version: 1,

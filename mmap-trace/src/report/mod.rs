@@ -1,12 +1,19 @@
 //! The report: one model built from a [`Recording`](crate::account::Recording),
-//! rendered as text or JSON. The JSON field names are a contract
+//! rendered as text or JSON, or drawn: folded stacks, flame graphs (SVG),
+//! pprof profiles, an HTML page. The JSON field names are a contract
 //! (`docs/report.md`): add fields freely, never rename.
 
 mod build;
+pub mod folded;
 mod growth;
+pub mod html;
 mod model;
 pub mod patterns;
+pub mod pprof;
+#[cfg(test)]
+mod sample_report;
 mod stacks;
+pub mod svg;
 pub mod text;
 
 pub use build::{Judging, build};

@@ -5,6 +5,7 @@
 
 use serde::{Serialize, Serializer};
 
+pub use crate::model::FrameKind;
 use crate::{
     account::{Role, Sample},
     model::{CallKind, ExitStatus, StackSource, StopReason, StoppedBy, TracerUsage, UnwindMode},
@@ -263,6 +264,10 @@ pub struct StackRow {
     /// Why the stack ends where it does (`complete` when it reached the
     /// outermost frame).
     pub stop_reason: StopReason,
+    /// The process ran deeper Python code than the kernel records (63
+    /// frames): the outermost Python frames are missing, and the eval-loop
+    /// frames that ran them show as native frames.
+    pub python_truncated: bool,
     /// Innermost first.
     pub frames: Vec<FrameRow>,
 }
@@ -274,21 +279,6 @@ pub struct SizeRow {
     pub call: CallKind,
     pub bytes: u64,
     pub calls: u64,
-}
-
-/// What a frame is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FrameKind {
-    /// Machine code in an object (or anonymous executable memory).
-    #[default]
-    Native,
-    /// A Python function's frame: `symbol` is its qualified name, `file`
-    /// and `line` where it was; `object` is `[python]` and `offset` the
-    /// bytecode offset.
-    Python,
-    /// JIT code named from the process's perf map (/tmp/perf-PID.map).
-    Jit,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -353,6 +343,7 @@ impl StackRow {
             unwinder,
             truncated: !stop_reason.is_complete(),
             stop_reason,
+            python_truncated: false,
             frames,
         }
     }

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::{FrameRow, InlinedRow, SizeRow, StackRow};
+use super::{FrameRow, InlinedRow, PythonCallerRow, SizeRow, StackRow};
 use crate::{
     account::{Recording, UNKNOWN, collector::Holding},
-    model::{CallKind, ObjectId, StackId, StackSource},
+    model::{CallKind, FrameKind, ObjectId, StackId, StackSource},
     resolve::{Frame, Resolved},
 };
 
@@ -14,7 +14,7 @@ use crate::{
 /// in what the kernel walked beyond them, or in the process they ran in).
 /// Sorted by live bytes, then mapped bytes and calls.
 pub(super) fn merge(recording: &Recording, holdings: &BTreeMap<StackId, Holding>) -> Vec<StackRow> {
-    type Key = (Vec<(Option<ObjectId>, u64, bool)>, StackSource);
+    type Key<'a> = (Vec<FrameKey<'a>>, StackSource);
     let resolved = &recording.resolved;
     let mut rows: HashMap<Key, (StackRow, BTreeSet<u32>)> = HashMap::new();
     for entry in recording.collector.stacks.iter() {
@@ -22,11 +22,7 @@ pub(super) fn merge(recording: &Recording, holdings: &BTreeMap<StackId, Holding>
             continue;
         };
         let key: Key = (
-            stack
-                .frames
-                .iter()
-                .map(|f| (f.object, f.offset, f.recovered))
-                .collect(),
+            stack.frames.iter().map(FrameKey::of).collect(),
             stack.source,
         );
         let (row, pids) = rows.entry(key).or_insert_with(|| {
@@ -48,6 +44,8 @@ pub(super) fn merge(recording: &Recording, holdings: &BTreeMap<StackId, Holding>
             (row, BTreeSet::new())
         });
         pids.insert(entry.raw.pid);
+        row.python_truncated |= stack.python_cut;
+
         // The same frames, whether or not the walk then went astray: the
         // row is cut if any of its stacks is, for the first reason seen.
         if row.stop_reason.is_complete() {
@@ -124,6 +122,44 @@ pub(super) fn merge(recording: &Recording, holdings: &BTreeMap<StackId, Holding>
     rows
 }
 
+/// What makes two frames the same frame. Machine code is its object and
+/// offset (not its address, so that processes with other load addresses
+/// share rows); a Python or JIT frame is what it is named: code objects
+/// live at other addresses in other processes.
+#[derive(PartialEq, Eq, Hash)]
+enum FrameKey<'a> {
+    Native {
+        object: Option<ObjectId>,
+        offset: u64,
+        recovered: bool,
+    },
+    Named {
+        kind: FrameKind,
+        name: Option<&'a str>,
+        file: Option<&'a str>,
+        line: Option<u32>,
+    },
+}
+
+impl<'a> FrameKey<'a> {
+    fn of(frame: &'a Frame) -> Self {
+        let symbol = frame.symbol.as_ref();
+        match frame.kind {
+            FrameKind::Native => FrameKey::Native {
+                object: frame.object,
+                offset: frame.offset,
+                recovered: frame.recovered,
+            },
+            kind => FrameKey::Named {
+                kind,
+                name: symbol.map(|s| s.name.as_str()),
+                file: symbol.and_then(|s| s.file.as_deref()),
+                line: symbol.and_then(|s| s.line),
+            },
+        }
+    }
+}
+
 fn frames_key(row: &StackRow) -> Vec<(&str, u64)> {
     row.frames
         .iter()
@@ -135,9 +171,13 @@ fn frame_row(frame: &Frame, resolved: &Resolved) -> FrameRow {
     let symbol = frame.symbol.as_ref();
     let object = frame.object.map(|id| resolved.object(id));
     FrameRow {
-        kind: super::FrameKind::Native,
+        kind: frame.kind,
         addr: frame.address.address(),
-        object: object.map_or_else(|| UNKNOWN.to_owned(), |o| o.display.clone()),
+        object: match (frame.kind, object) {
+            (FrameKind::Python, _) => PYTHON_OBJECT.to_owned(),
+            (_, Some(object)) => object.display.clone(),
+            (_, None) => UNKNOWN.to_owned(),
+        },
         build_id: object.and_then(|o| o.build_id.clone()),
         offset: frame.offset,
         symbol: symbol.map(|s| s.name.clone()),
@@ -157,5 +197,79 @@ fn frame_row(frame: &Frame, resolved: &Resolved) -> FrameRow {
             })
             .unwrap_or_default(),
         recovered: frame.recovered,
+    }
+}
+
+/// The `object` of a Python frame's row.
+pub const PYTHON_OBJECT: &str = "[python]";
+
+/// Bytes by the innermost Python frame of each stack (function, file);
+/// stacks without one are left out.
+pub(super) fn by_python_caller(stacks: &[StackRow]) -> Vec<PythonCallerRow> {
+    let mut rows: BTreeMap<(&str, &str), PythonCallerRow> = BTreeMap::new();
+    for stack in stacks {
+        let Some(frame) = stack.frames.iter().find(|f| f.kind == FrameKind::Python) else {
+            continue;
+        };
+        let function = frame.symbol.as_deref().unwrap_or(UNKNOWN);
+        let file = frame.file.as_deref().unwrap_or(UNKNOWN);
+        let row = rows
+            .entry((function, file))
+            .or_insert_with(|| PythonCallerRow {
+                function: function.to_owned(),
+                file: file.to_owned(),
+                ..Default::default()
+            });
+        row.calls += stack.calls;
+        row.mapped_bytes += stack.mapped_bytes;
+        row.live_bytes += stack.live_bytes;
+        row.live_regions += stack.live_regions;
+        if let Some(resident) = stack.resident_bytes {
+            *row.resident_bytes.get_or_insert(0) += resident;
+        }
+    }
+    let mut rows: Vec<PythonCallerRow> = rows.into_values().collect();
+    rows.sort_by(|a, b| {
+        (b.resident_bytes.unwrap_or(0), b.live_bytes, b.mapped_bytes)
+            .cmp(&(a.resident_bytes.unwrap_or(0), a.live_bytes, a.mapped_bytes))
+            .then_with(|| (&a.function, &a.file).cmp(&(&b.function, &b.file)))
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::sample_report::{LIBC, native, python, stack};
+
+    #[test]
+    fn python_callers_are_the_innermost_python_frames() {
+        let frames = |function: &str| {
+            vec![
+                native(LIBC, 0x10, Some("mmap")),
+                python(function, "/w.py", 3),
+                python("main", "/w.py", 9),
+            ]
+        };
+        let stacks = vec![
+            stack(frames("grow"), 3 * 262144, Some(4096)),
+            stack(frames("grow"), 262144, None),
+            stack(frames("shrink"), 5 * 262144, None),
+            stack(vec![native(LIBC, 0x10, Some("mmap"))], 262144, Some(4096)),
+        ];
+        let rows = by_python_caller(&stacks);
+        let summary: Vec<(&str, u64, Option<u64>, u64)> = rows
+            .iter()
+            .map(|r| (r.function.as_str(), r.live_bytes, r.resident_bytes, r.calls))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("grow", 4 * 262144, Some(4096), 28),
+                ("shrink", 5 * 262144, None, 35),
+            ],
+            "resident first; native-only stacks have no Python caller"
+        );
+        assert_eq!(rows[0].file, "/w.py");
     }
 }

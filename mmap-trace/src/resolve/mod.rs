@@ -4,9 +4,11 @@
 
 pub mod attribute;
 pub mod callsite;
+pub mod jit;
 pub mod modules;
 pub mod objects;
 pub mod place;
+pub mod python;
 pub mod symbolize;
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +19,19 @@ pub use objects::{ANONYMOUS_CODE, ObjectInfo};
 pub use place::{CodeFiles, Frame};
 pub use symbolize::{InlinedInfo, SymbolInfo};
 
-use crate::model::{ObjectId, StackId, StackSource, StackTable, StopReason};
+pub use jit::JitMaps;
+pub use python::PythonInfo;
+
+use crate::model::{FrameKind, ObjectId, PyFrameRaw, StackId, StackSource, StackTable, StopReason};
+
+/// What a live session learned of its processes' runtimes, beyond their
+/// objects: Python code objects and JIT perf maps. A replay has none (its
+/// trace holds stacks already named).
+#[derive(Default)]
+pub struct Runtimes {
+    pub python: PythonInfo,
+    pub jit: JitMaps,
+}
 
 /// A stack ready for the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +41,9 @@ pub struct ResolvedStack {
     /// Why the stack ends after its last frame.
     pub stop: StopReason,
     pub attribution: Attribution,
+    /// The process ran more Python frames than the kernel records: the
+    /// outermost are missing.
+    pub python_cut: bool,
 }
 
 /// Every stack resolved, and the objects their frames refer to.
@@ -43,8 +60,15 @@ impl Resolved {
     }
 }
 
-/// Resolves every stack in `table`.
-pub fn resolve_all(table: &StackTable, modules: &ModuleMaps, rules: &AttributionRules) -> Resolved {
+/// Resolves every stack in `table`: native frames placed and symbolized,
+/// JIT frames named from perf maps, Python frames put in place of the
+/// eval-loop frames that ran them. Attribution is by native frames only.
+pub fn resolve_all(
+    table: &StackTable,
+    modules: &ModuleMaps,
+    rules: &AttributionRules,
+    runtimes: &Runtimes,
+) -> Resolved {
     let mut code = CodeFiles::default();
     let mut placed: Vec<(StackId, Vec<Frame>, StopReason, StackSource)> = table
         .iter()
@@ -54,15 +78,20 @@ pub fn resolve_all(table: &StackTable, modules: &ModuleMaps, rules: &Attribution
         })
         .collect();
     symbolize(&mut placed, modules);
+    let raws: HashMap<StackId, _> = table.iter().map(|entry| (entry.id, entry.raw)).collect();
     let stacks = placed
         .into_iter()
-        .map(|(id, frames, stop, source)| {
+        .map(|(id, mut frames, stop, source)| {
             let attribution = place::attribute(&frames, stop, modules, rules);
+            let raw = raws[&id];
+            name_jit(&mut frames, raw.pid, modules, &runtimes.jit);
+            let frames = merge_python(frames, raw, &runtimes.python);
             let stack = ResolvedStack {
                 frames,
                 source,
                 stop,
                 attribution,
+                python_cut: raw.python.last().is_some_and(PyFrameRaw::is_cut),
             };
             (id, stack)
         })
@@ -71,6 +100,52 @@ pub fn resolve_all(table: &StackTable, modules: &ModuleMaps, rules: &Attribution
         objects: modules.objects().infos(),
         stacks,
     }
+}
+
+/// Names frames in anonymous code from their process's perf map.
+fn name_jit(frames: &mut [Frame], pid: u32, modules: &ModuleMaps, jit: &JitMaps) {
+    for frame in frames.iter_mut() {
+        let anonymous = frame.object.is_some_and(|o| !modules.object(o).is_file());
+        if !anonymous || frame.symbol.is_some() {
+            continue;
+        }
+        if let Some(symbol) = jit.lookup(pid, frame.address.lookup_address()) {
+            frame.kind = FrameKind::Jit;
+            frame.symbol = Some(SymbolInfo {
+                name: symbol.name.clone(),
+                offset: frame.address.lookup_address() - symbol.start,
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// Puts a stack's Python frames in place of its eval-loop frames. CPython's
+/// `-X perf` trampolines go: the Python frames they stand for are there.
+fn merge_python(
+    frames: Vec<Frame>,
+    raw: &crate::model::RawStack,
+    python: &PythonInfo,
+) -> Vec<Frame> {
+    if raw.python.is_empty() {
+        return frames;
+    }
+    let frames: Vec<Frame> = frames
+        .into_iter()
+        .filter(|f| {
+            !(f.kind == FrameKind::Jit
+                && f.symbol
+                    .as_ref()
+                    .is_some_and(|s| s.name.starts_with("py::")))
+        })
+        .collect();
+    let is_eval = |frame: &Frame| {
+        frame
+            .object
+            .and_then(|object| python.interpreters.get(&object))
+            .is_some_and(|interpreter| interpreter.is_eval_loop(frame.lookup_offset()))
+    };
+    python::merge(frames, &raw.python, (raw.pid, raw.asid), python, is_eval)
 }
 
 /// Looks symbols up per object, in one batch each.

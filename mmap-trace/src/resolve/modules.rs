@@ -79,7 +79,8 @@ pub struct ModuleMaps {
 }
 
 impl ModuleMaps {
-    pub fn on_mmap(&mut self, pid: u32, new: NewMapping<'_>) {
+    /// Records a new code mapping; returns the object mapped.
+    pub fn on_mmap(&mut self, pid: u32, new: NewMapping<'_>) -> ObjectId {
         let object = self.objects.intern(new.name, new.inode);
         if self.is_traced_or_descendant(pid) {
             self.objects.open(object, pid);
@@ -95,11 +96,20 @@ impl ModuleMaps {
                 object,
                 time_ns: new.time_ns,
             });
+        object
+    }
+
+    /// The code mappings `pid` made itself (or had when tracing began),
+    /// oldest first.
+    pub fn own_mappings(&self, pid: u32) -> &[Mapping] {
+        self.processes
+            .get(&pid)
+            .map_or(&[], |process| &process.mappings)
     }
 
     /// Claimed, or forked (perhaps not yet seen running) from a claimed
     /// process: its objects are worth opening now.
-    fn is_traced_or_descendant(&self, pid: u32) -> bool {
+    pub fn is_traced_or_descendant(&self, pid: u32) -> bool {
         let mut next = Some(pid);
         for _ in 0..64 {
             let Some(pid) = next else {

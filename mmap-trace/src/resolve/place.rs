@@ -16,7 +16,7 @@ use super::{
     modules::ModuleMaps,
     symbolize::SymbolInfo,
 };
-use crate::model::{FrameAddress, ObjectId, RawStack, StackSource, StopReason};
+use crate::model::{FrameAddress, FrameKind, ObjectId, RawStack, StackSource, StopReason};
 
 /// One frame, placed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +30,7 @@ pub struct Frame {
     /// Recovered from the stack pointer rather than the frame-pointer walk.
     pub recovered: bool,
     pub symbol: Option<SymbolInfo>,
+    pub kind: FrameKind,
 }
 
 impl Frame {
@@ -56,8 +57,10 @@ pub fn place(
             offset: mapping.map_or(address.address(), |m| m.file_offset_of(address.address())),
             recovered,
             symbol: None,
+            kind: FrameKind::Native,
         }
     };
+
     let mut frames: Vec<Frame> = raw
         .frames
         .iter()

@@ -14,35 +14,72 @@ use crate::{
         perf::PerfRecord,
         procmaps::{self, MapsEntry},
     },
+    unwind::CodeAt,
 };
+
+/// Most records decoded before they are handled (a bound on the memory a
+/// full ring buffer takes in user space at once).
+const DRAIN_BATCH: usize = 4096;
 
 impl Session<'_> {
     /// Decodes every record in the ring buffer into the books.
+    ///
+    /// What is in the buffer is decoded first, and the Python code objects
+    /// its calls ran are read before anything slower (unwinding stack
+    /// copies) is done: a code object may be freed at any time, and a
+    /// short-lived process takes its memory with it.
     pub fn drain_events(&mut self) {
         loop {
-            let decoded = match self.events.next() {
-                Some(item) => decode(&item),
-                None => break,
-            };
-            match decoded {
-                Ok(event) => self.handle(event),
-                Err(error) => {
-                    log::warn!("dropping a malformed record: {error}");
-                    self.book.lost(1, &mut *self.recorder);
+            let mut batch = Vec::new();
+            while batch.len() < DRAIN_BATCH {
+                let decoded = match self.events.next() {
+                    Some(item) => decode(&item),
+                    None => break,
+                };
+                match decoded {
+                    Ok(event) => batch.push(event),
+                    Err(error) => {
+                        log::warn!("dropping a malformed record: {error}");
+                        self.book.lost(1, &mut *self.recorder);
+                    }
                 }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            for event in &batch {
+                if let Event::Syscall(call) = event {
+                    self.languages.on_call(call);
+                }
+            }
+            for event in batch {
+                self.handle(event);
             }
         }
     }
 
     fn handle(&mut self, mut event: Event) {
         match &mut event {
-            Event::Fork(e) | Event::Exec(e) => self.modules.claim(e.pid),
+            Event::Fork(e) => {
+                self.modules.claim(e.pid);
+                self.drain_perf();
+                self.languages.on_fork(e.pid, e.parent_pid);
+                self.languages.recheck(&self.modules, e.pid);
+            }
+            Event::Exec(e) => {
+                self.modules.claim(e.pid);
+                // Its new image's mappings may have come before it was
+                // known to be traced.
+                self.drain_perf();
+                self.languages.recheck(&self.modules, e.pid);
+            }
+
             Event::Join(e) => self.seed(e.pid),
             Event::Syscall(call) => {
                 self.unwind(call);
                 self.enrich(call);
             }
-            Event::Exit(_) => {}
+            Event::Exit(e) => self.languages.on_exit(e.pid),
         }
         let Session {
             book,
@@ -90,15 +127,22 @@ impl Session<'_> {
             self.drain_perf();
         }
         let (pid, time_ns) = (call.pid, call.time_ns);
-        let modules = &self.modules;
+        let (modules, languages) = (&self.modules, &mut self.languages);
         if let Some(unwinder) = &mut self.unwinder {
-            unwinder.unwind(call, |address| modules.code_at(pid, address, time_ns));
+            unwinder.unwind(call, |address| {
+                match modules.code_at(pid, address, time_ns) {
+                    CodeAt::Anonymous if languages.is_python_trampoline(pid, address) => {
+                        CodeAt::PythonTrampoline
+                    }
+                    code => code,
+                }
+            });
         }
     }
 
     /// Moves the kernel's mapping records into the module maps.
     pub fn drain_perf(&mut self) {
-        let modules = &mut self.modules;
+        let (modules, languages) = (&mut self.modules, &mut self.languages);
         let mut sink = |record: PerfRecord| match record {
             PerfRecord::Mmap2 {
                 pid,
@@ -108,17 +152,22 @@ impl Session<'_> {
                 inode,
                 name,
                 time_ns,
-            } => modules.on_mmap(
-                pid,
-                NewMapping {
-                    start: addr,
-                    end: addr.saturating_add(len),
-                    file_offset: pgoff,
-                    name: &name_from_kernel(Some(&name)),
-                    inode,
-                    time_ns,
-                },
-            ),
+            } => {
+                let object = modules.on_mmap(
+                    pid,
+                    NewMapping {
+                        start: addr,
+                        end: addr.saturating_add(len),
+                        file_offset: pgoff,
+                        name: &name_from_kernel(Some(&name)),
+                        inode,
+                        time_ns,
+                    },
+                );
+                if modules.is_traced_or_descendant(pid) {
+                    languages.on_code_mapped(modules, pid, object, (addr, pgoff));
+                }
+            }
             PerfRecord::Fork {
                 pid, ppid, time_ns, ..
             } if pid != ppid => modules.on_fork(pid, ppid, time_ns),
@@ -147,8 +196,13 @@ impl Session<'_> {
             .iter()
             .map(|e| name_from_kernel(e.name.as_deref()))
             .collect();
-        self.modules
-            .seed(pid, executable_mappings(&entries, &names));
+        self.modules.claim(pid);
+        for new in executable_mappings(&entries, &names) {
+            let (start, file_offset) = (new.start, new.file_offset);
+            let object = self.modules.on_mmap(pid, new);
+            self.languages
+                .on_code_mapped(&self.modules, pid, object, (start, file_offset));
+        }
         let collector = &mut self.book.collector;
         if let Some(heap) = entries
             .iter()

@@ -5,6 +5,7 @@
 
 mod feed;
 mod probe;
+mod python;
 mod stopper;
 
 use std::{os::fd::AsRawFd as _, time::Duration};
@@ -16,13 +17,16 @@ use tokio::{
 };
 
 pub use probe::ProcProbe;
+pub use python::Languages;
 pub use stopper::StopWhen;
 
 use crate::{
     account::{Book, Recorder},
     model::{ExitStatus, StoppedBy, UnwindMode},
     resolve::{AttributionRules, CodeFiles, ModuleMaps},
-    sys::{clock::monotonic_ns, launch, perf::PerfRing, rules_map::RulesMap},
+    sys::{
+        clock::monotonic_ns, launch, perf::PerfRing, python_map::PythonMap, rules_map::RulesMap,
+    },
     unwind::CopyUnwinder,
 };
 use stopper::Stopper;
@@ -51,11 +55,32 @@ pub struct Session<'r> {
     pub unwinder: Option<CopyUnwinder<RulesMap>>,
     rules: AttributionRules,
     code: CodeFiles,
+    /// Python and JIT processes: what names their frames.
+    pub languages: Languages,
     recorder: &'r mut dyn Recorder,
     interval_ns: u64,
     next_sample_ns: u64,
     /// How many samples took how long.
     pub sampling: SamplingCost,
+}
+
+/// The signals that stop a session, caught from before the user is told
+/// tracing began (a Ctrl-C right after that line stops it cleanly).
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catches SIGINT, SIGTERM and SIGHUP from now on (inside the runtime).
+    pub fn catch() -> std::io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 /// What sampling cost.
@@ -75,6 +100,8 @@ pub struct Parts<'r> {
     pub rules: AttributionRules,
     pub interval: Duration,
     pub recorder: &'r mut dyn Recorder,
+    /// The kernel's Python configuration (absent: no Python frames).
+    pub python: Option<PythonMap>,
 }
 
 impl<'r> Session<'r> {
@@ -91,7 +118,9 @@ impl<'r> Session<'r> {
             },
             rules: parts.rules,
             code: CodeFiles::default(),
+            languages: Languages::new(parts.python),
             recorder: parts.recorder,
+
             interval_ns: parts.interval.as_nanos() as u64,
             next_sample_ns: now,
             sampling: SamplingCost::default(),
@@ -104,15 +133,17 @@ impl<'r> Session<'r> {
 
     /// Runs until `stop` says so; then drains what is left and reaps a
     /// launched command.
-    pub async fn run(&mut self, stop: StopWhen) -> std::io::Result<SessionEnd> {
+    pub async fn run(&mut self, stop: StopWhen, signals: Signals) -> std::io::Result<SessionEnd> {
         // SAFETY: the ring buffer's descriptor stays open (owned by `self`)
         // for as long as this registration, which ends with this function.
         let mut ring = unsafe {
             AsyncFd::register_with_interest(self.events.as_raw_fd(), tokio::io::Interest::READABLE)?
         };
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut hangup = signal(SignalKind::hangup())?;
+        let Signals {
+            mut interrupt,
+            mut terminate,
+            mut hangup,
+        } = signals;
         let mut tick = tokio::time::interval(TICK);
         let mut stopper = Stopper::new(stop);
 

@@ -8,11 +8,13 @@
 use std::mem::{offset_of, size_of};
 
 use mmap_trace_common::{
-    MAX_STACK_FRAMES, MAX_STACK_WINDOW, ProcessRecord, RecordHeader, SyscallRecord, kind, nr, stop,
-    unwind,
+    MAX_PYTHON_FRAMES, MAX_STACK_FRAMES, MAX_STACK_WINDOW, ProcessRecord, PyFrame, RecordHeader,
+    SyscallRecord, kind, nr, stop, unwind,
 };
 
-use crate::model::{Call, Event, ProcessEvent, Resume, StackSource, StopReason, SyscallEvent};
+use crate::model::{
+    Call, Event, ProcessEvent, PyFrameRaw, Resume, StackSource, StopReason, SyscallEvent,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -32,6 +34,8 @@ pub enum DecodeError {
     BadStackLength(u32),
     #[error("stack window of {0} bytes exceeds the maximum")]
     BadWindowLength(u32),
+    #[error("{0} Python frames exceed the maximum")]
+    BadPythonLength(u32),
     #[error("unknown unwinder {0}")]
     UnknownUnwinder(u32),
     #[error("unknown stack stop reason {0}")]
@@ -105,6 +109,11 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
     if window_bytes as usize > MAX_STACK_WINDOW {
         return Err(DecodeError::BadWindowLength(window_bytes));
     }
+    let python = fields.u32(offset_of!(SyscallRecord, python_frames));
+    if python as usize > MAX_PYTHON_FRAMES {
+        return Err(DecodeError::BadPythonLength(python));
+    }
+    let python_bytes = python as usize * size_of::<PyFrame>();
     let source = match fields.u32(offset_of!(SyscallRecord, unwind)) {
         unwind::FP => StackSource::FramePointers,
         unwind::KERNEL_DWARF => StackSource::Dwarf,
@@ -119,7 +128,7 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
     };
     fields.require(
         kind::SYSCALL,
-        data_at + 8 * frames as usize + window_bytes as usize,
+        data_at + 8 * frames as usize + python_bytes + window_bytes as usize,
     )?;
     let (pid, tid, time_ns) = header(fields);
     let arg = |i: usize| fields.u64(offset_of!(SyscallRecord, args) + 8 * i);
@@ -167,7 +176,18 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
     let stack = (0..frames as usize)
         .map(|i| fields.u64(data_at + 8 * i))
         .collect();
-    let window_at = data_at + 8 * frames as usize;
+    let python_at = data_at + 8 * frames as usize;
+    let python = (0..python as usize)
+        .map(|i| {
+            let at = python_at + i * size_of::<PyFrame>();
+            PyFrameRaw {
+                code: fields.u64(at + offset_of!(PyFrame, code)),
+                offset: fields.u32(at + offset_of!(PyFrame, offset)) as i32,
+                flags: fields.u32(at + offset_of!(PyFrame, flags)),
+            }
+        })
+        .collect();
+    let window_at = python_at + python_bytes;
     Ok(SyscallEvent {
         pid,
         tid,
@@ -181,6 +201,7 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
         source,
         stack,
         stop,
+        python,
         resume: Resume {
             ip: fields.u64(offset_of!(SyscallRecord, resume_ip)),
             sp: fields.u64(offset_of!(SyscallRecord, resume_sp)),
@@ -304,6 +325,45 @@ pub(crate) mod tests {
             decode(&bytes[..bytes.len() - 1]),
             Err(DecodeError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn decodes_python_frames_between_the_stack_and_the_window() {
+        let mut bytes =
+            encode_syscall(header(kind::SYSCALL), nr::MMAP, [0; 6], 0x1000, &[0x401000]);
+        bytes[offset_of!(SyscallRecord, python_frames)..][..4].copy_from_slice(&2u32.to_ne_bytes());
+        for (code, offset, flags) in [(0xc0de_u64, 40i32, 0u32), (0xc0df, -2, 1)] {
+            bytes.extend_from_slice(&code.to_ne_bytes());
+            bytes.extend_from_slice(&offset.to_ne_bytes());
+            bytes.extend_from_slice(&flags.to_ne_bytes());
+        }
+        let Event::Syscall(event) = decode(bytes.as_slice()).unwrap() else {
+            panic!("not a syscall")
+        };
+        assert_eq!(event.stack, vec![0x401000]);
+        assert_eq!(
+            event.python,
+            vec![
+                PyFrameRaw {
+                    code: 0xc0de,
+                    offset: 40,
+                    flags: 0
+                },
+                PyFrameRaw {
+                    code: 0xc0df,
+                    offset: -2,
+                    flags: 1
+                }
+            ]
+        );
+        assert!(event.python[1].ends_group());
+        assert!(matches!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Truncated { .. })
+        ));
+        bytes[offset_of!(SyscallRecord, python_frames)..][..4]
+            .copy_from_slice(&99u32.to_ne_bytes());
+        assert_eq!(decode(&bytes), Err(DecodeError::BadPythonLength(99)));
     }
 
     #[test]

@@ -4,6 +4,17 @@ use std::fmt::Display;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
+    /// A load failed on a kernel older than the programs need.
+    #[error(
+        "needs Linux {}.{} or newer ({features}); this is Linux {release}",
+        needed.0,
+        needed.1
+    )]
+    KernelTooOld {
+        needed: (u32, u32),
+        features: &'static str,
+        release: String,
+    },
     #[error("loading the eBPF programs failed: {0}")]
     Load(String),
     #[error("the eBPF object has no program {0}")]

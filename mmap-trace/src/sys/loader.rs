@@ -11,7 +11,8 @@ use aya::{
 };
 use mmap_trace_common::counter;
 
-use super::{clock::monotonic_ns, error::TraceError, rules_map::RulesMap};
+use super::{clock::monotonic_ns, error::TraceError, python_map::PythonMap, rules_map::RulesMap};
+
 use crate::model::{KernelCounters, UnwindMode};
 
 /// The eBPF object built by build.rs.
@@ -25,6 +26,13 @@ pub const PROGRAM_NAMES: [&str; 5] = [
     "mmtrace_pexit",
     "mmtrace_pexit_old",
 ];
+
+/// The oldest kernel the programs load on, and what sets it: `bpf_loop`
+/// (every unwinding step) and `bpf_find_vma` came in 5.17. The rest is
+/// older: callbacks 5.13, `bpf_get_current_task_btf` 5.11, the ring buffer
+/// 5.8, `bpf_get_current_ancestor_cgroup_id` 5.7, raw tracepoints 4.17.
+pub const MIN_KERNEL: (u32, u32) = (5, 17);
+const MIN_KERNEL_FEATURES: &str = "bpf_loop, bpf_find_vma";
 
 /// How to load the programs.
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +48,9 @@ pub struct Config {
     pub syscalls: u32,
     /// Forward the eBPF side's log.
     pub verbose: bool,
+    /// Where the kernel keeps a task's FS base (`sys::btf`); 0: no Python
+    /// frames.
+    pub task_fsbase: u32,
 }
 
 pub struct Tracer {
@@ -57,6 +68,13 @@ impl Tracer {
                 "this build has no eBPF programs (it was built with AYA_BUILD_SKIP=1)".into(),
             ));
         }
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|text| text.trim().to_owned())
+            .unwrap_or_default();
+        Self::load_and_attach(config).map_err(|error| explain_failure(error, &release))
+    }
+
+    fn load_and_attach(config: Config) -> Result<Self, TraceError> {
         raise_memlock_limit();
         let own_pid = std::process::id();
         let cpus = aya::util::nr_cpus()
@@ -71,6 +89,7 @@ impl Tracer {
             .override_global("UNWIND_MODE", &unwind_mode, true)
             .override_global("STACK_BYTES", &config.stack_bytes, true)
             .override_global("SYSCALLS", &config.syscalls, true)
+            .override_global("TASK_FSBASE", &config.task_fsbase, true)
             .override_global("CGROUP_ID", &config.cgroup.map_or(0, |c| c.0), true)
             .override_global("CGROUP_LEVEL", &config.cgroup.map_or(0, |c| c.1), true)
             .map_max_entries("EVENTS", config.ring_bytes)
@@ -110,6 +129,15 @@ impl Tracer {
             .map_err(|e| TraceError::Map("EVENTS", e.to_string()))
     }
 
+    /// The kernel's Python configuration (taken once, by the session).
+    pub fn take_python(&mut self) -> Result<PythonMap, TraceError> {
+        PythonMap::new(
+            take_map(&mut self.ebpf, "PYTHON")?,
+            take_map(&mut self.ebpf, "PY_STACKS_SEEN")?,
+            &self.targets,
+        )
+    }
+
     /// The eBPF unwinder's rule cache (taken once, by the session).
     pub fn take_rules(&mut self) -> Result<RulesMap, TraceError> {
         Array::try_from(take_map(&mut self.ebpf, "RULES")?)
@@ -139,6 +167,39 @@ impl Tracer {
             stack_errors: sum(counter::STACK_ERRORS),
         }
     }
+}
+
+/// On a kernel older than [`MIN_KERNEL`], a failed load fails for that
+/// reason: say so in one line, instead of the verifier's first complaint
+/// (5.10's is "number of funcs in func_info doesn't match number of
+/// subprogs"; the debug log keeps it). The version alone refuses nothing:
+/// distribution kernels (RHEL's 5.14) carry these helpers under an older
+/// number, and load fine.
+fn explain_failure(error: TraceError, release: &str) -> TraceError {
+    match kernel_version(release) {
+        Some(version) if version < MIN_KERNEL => {
+            log::debug!("{error}");
+            TraceError::KernelTooOld {
+                needed: MIN_KERNEL,
+                features: MIN_KERNEL_FEATURES,
+                release: release.to_owned(),
+            }
+        }
+        _ => error,
+    }
+}
+
+/// (major, minor) of a kernel release such as "6.1.0-56-cloud-amd64".
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split('.');
+    let number = |part: Option<&str>| -> Option<u32> {
+        let part = part?;
+        let end = part
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(part.len());
+        part[..end].parse().ok()
+    };
+    Some((number(parts.next())?, number(parts.next())?))
 }
 
 fn attach(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), TraceError> {
@@ -195,5 +256,48 @@ fn raise_memlock_limit() {
             "could not raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_give_their_version() {
+        assert_eq!(kernel_version("6.1.0-56-cloud-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("5.10.0-46-cloud-amd64"), Some((5, 10)));
+        assert_eq!(kernel_version("5.17-rc3"), Some((5, 17)));
+        assert_eq!(
+            kernel_version("5.14.0-427.13.1.el9_4.x86_64"),
+            Some((5, 14))
+        );
+        assert_eq!(kernel_version("6"), None);
+        assert_eq!(kernel_version(""), None);
+        assert_eq!(kernel_version("linux"), None);
+    }
+
+    #[test]
+    fn a_failure_on_an_old_kernel_says_the_kernel_is_too_old() {
+        let verifier = || TraceError::attach("mmtrace_exit", "sys_exit", "Invalid argument");
+        let explained = explain_failure(verifier(), "5.10.0-46-cloud-amd64").to_string();
+        assert_eq!(
+            explained,
+            "needs Linux 5.17 or newer (bpf_loop, bpf_find_vma); this is Linux 5.10.0-46-cloud-amd64"
+        );
+        assert_eq!(
+            explain_failure(verifier(), "5.15.0-91-generic").to_string(),
+            explained.replace("5.10.0-46-cloud-amd64", "5.15.0-91-generic")
+        );
+        // A new enough (or unknown) kernel keeps the real reason.
+        for release in ["5.17.0", "6.1.0-56-cloud-amd64", "6.18.44-fc-v669", ""] {
+            assert_eq!(
+                explain_failure(verifier(), release).to_string(),
+                verifier().to_string(),
+                "{release}"
+            );
+        }
     }
 }

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     account::{Header, RecordingEnd, Sample},
     model::{
-        Call, Event, FrameAddress, ObjectId, ProcessEvent, Resume, StackSource, StopReason,
-        SyscallEvent,
+        Call, Event, FrameAddress, FrameKind, ObjectId, ProcessEvent, PyFrameRaw, Resume,
+        StackSource, StopReason, SyscallEvent,
     },
     resolve::{Attribution, Frame, ObjectInfo, Resolved, ResolvedStack, SymbolInfo},
 };
@@ -82,6 +82,9 @@ pub struct SyscallLine<'a> {
     /// madvise: resident bytes the range held at the last sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resident_returned: Option<u64>,
+    /// Python frames (CPython processes).
+    #[serde(default, skip_serializing_if = "<[PyFrameRaw]>::is_empty")]
+    pub python: Cow<'a, [PyFrameRaw]>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -119,6 +122,7 @@ impl<'a> From<&'a Event> for EventLine<'a> {
                 stop: Some(e.stop),
                 shmem: e.shmem,
                 resident_returned: e.resident_returned,
+                python: Cow::Borrowed(&e.python),
             }),
             Event::Exec(e) => EventLine::Exec(Cow::Borrowed(e)),
             Event::Exit(e) => EventLine::Exit(Cow::Borrowed(e)),
@@ -149,6 +153,7 @@ impl From<EventLine<'_>> for Event {
                 stack_error: e.stack_error,
                 shmem: e.shmem,
                 resident_returned: e.resident_returned,
+                python: e.python.into_owned(),
             }),
             EventLine::Exec(e) => Event::Exec(e.into_owned()),
             EventLine::Exit(e) => Event::Exit(e.into_owned()),
@@ -167,6 +172,8 @@ pub struct StackLine {
     pub attribution: Attribution,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<StopReason>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub python_cut: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -179,6 +186,9 @@ pub struct FrameLine {
     pub offset: u64,
     pub recovered: bool,
     pub symbol: Option<SymbolInfo>,
+    /// Python and JIT frames say so (native ones, and older traces, don't).
+    #[serde(default, skip_serializing_if = "FrameKind::is_native")]
+    pub kind: FrameKind,
 }
 
 impl StackLine {
@@ -196,6 +206,7 @@ impl StackLine {
                         offset: frame.offset,
                         recovered: frame.recovered,
                         symbol: frame.symbol.clone(),
+                        kind: frame.kind,
                     }
                 })
                 .collect(),
@@ -203,6 +214,7 @@ impl StackLine {
             truncated: !stack.stop.is_complete(),
             attribution: stack.attribution.clone(),
             stop: Some(stack.stop),
+            python_cut: stack.python_cut,
         }
     }
 }
@@ -234,16 +246,22 @@ impl ObjectNames {
                 .into_iter()
                 .enumerate()
                 .map(|(index, frame)| Frame {
-                    address: FrameAddress::of_frame(index, frame.addr),
+                    // A Python frame's address is its code object's.
+                    address: match frame.kind {
+                        FrameKind::Python => FrameAddress::InstructionPointer(frame.addr),
+                        _ => FrameAddress::of_frame(index, frame.addr),
+                    },
                     object: frame.object.map(|name| self.intern(name, frame.build_id)),
                     offset: frame.offset,
                     recovered: frame.recovered,
                     symbol: frame.symbol,
+                    kind: frame.kind,
                 })
                 .collect(),
             source: line.source,
             stop: stop_from(line.truncated, line.stop),
             attribution: line.attribution,
+            python_cut: line.python_cut,
         }
     }
 }

@@ -63,24 +63,32 @@ impl<W: SlotWriter> CopyUnwinder<W> {
             match code_at(address.lookup_address()) {
                 CodeAt::Unknown => Err(StopReason::NoObject),
                 CodeAt::Anonymous => fallback(mode),
+                CodeAt::PythonTrampoline => Ok(Rule::PYTHON_TRAMPOLINE),
                 CodeAt::File {
                     object,
                     path,
                     offset,
                 } => match cfi.rule(object, path, offset) {
                     Ok(rule) => Ok(rule),
-                    Err(NoRule::NoCfi) => fallback(mode),
-                    Err(_) => Err(StopReason::NoUnwindInfo),
+                    // Per address, not per object: large binaries built
+                    // with frame pointers often carry CFI for a sliver of
+                    // their code only.
+                    Err(NoRule::NoCfi | NoRule::NotCovered | NoRule::OutsideSegments) => {
+                        fallback(mode)
+                    }
+                    Err(NoRule::Unsupported) => Err(StopReason::NoUnwindInfo),
                 },
             }
         });
         // Where we cannot go on, the kernel should stop too, rather than
-        // send a copy of this stack every time.
+        // send a copy of this stack every time. (A frame-pointer step that
+        // failed its check is learned as such: the kernel checks it too.)
         if let (StopReason::NoObject | StopReason::NoUnwindInfo, Some(&pc)) =
             (walked.stop, walked.frames.last())
         {
             walked.learned.push((pc, Rule::Stop));
         }
+
         self.rules.teach(event.pid, event.asid, &walked.learned);
         self.counts.rules_taught = self.rules.written;
         event.stack.extend_from_slice(&walked.frames);
@@ -90,10 +98,11 @@ impl<W: SlotWriter> CopyUnwinder<W> {
     }
 }
 
-/// What to do in code without CFI: frame pointers in `auto`, stop in `dwarf`.
+/// What to do where no CFI covers a pc: a (checked) frame-pointer step in
+/// `auto`, stop in `dwarf`.
 fn fallback(mode: UnwindMode) -> Result<Rule, StopReason> {
     match mode {
-        UnwindMode::Auto => Ok(Rule::FRAME_POINTER),
+        UnwindMode::Auto => Ok(Rule::FramePointer),
         _ => Err(StopReason::NoUnwindInfo),
     }
 }

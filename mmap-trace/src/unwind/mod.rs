@@ -36,6 +36,9 @@ pub enum CodeAt<'a> {
     },
     /// Executable memory with no file behind it: JIT code, `[vdso]`.
     Anonymous,
+    /// A CPython `-X perf` trampoline (named in the perf map): it calls
+    /// the eval loop with 8 bytes pushed and no frame pointer of its own.
+    PythonTrampoline,
     /// In no mapping we know of.
     Unknown,
 }
@@ -51,6 +54,11 @@ pub enum Rule {
         /// The caller's rbp is saved at CFA + this, or rbp is unchanged.
         rbp_at: Option<i32>,
     },
+    /// No call-frame information here: one frame-pointer step (CFA =
+    /// rbp + 16, the caller's rbp at CFA - 16), taken only if the frame
+    /// looks like one (rbp at or above the stack pointer, aligned, within
+    /// 8 MiB).
+    FramePointer,
     /// The outermost frame (`_start`, a thread's start routine).
     End,
     /// No way past this pc: the stack is cut here.
@@ -63,12 +71,24 @@ pub enum CfaBase {
     Rbp,
 }
 
+/// How far a frame-pointer step may move up the stack (the eBPF side's
+/// bound too).
+pub const MAX_FRAME_BYTES: u64 = 8 << 20;
+
 impl Rule {
-    /// The frame-pointer convention: push rbp; mov rbp, rsp.
+    /// The frame-pointer convention: push rbp; mov rbp, rsp (what CFI says
+    /// for such code).
     pub const FRAME_POINTER: Rule = Rule::Frame {
         base: CfaBase::Rbp,
         offset: 16,
         rbp_at: Some(-16),
+    };
+
+    /// A `-X perf` trampoline's return address: `sub $8, %rsp; call`.
+    pub const PYTHON_TRAMPOLINE: Rule = Rule::Frame {
+        base: CfaBase::Rsp,
+        offset: 16,
+        rbp_at: None,
     };
 
     /// This rule as a slot of the eBPF rule cache.
@@ -82,6 +102,13 @@ impl Rule {
         match self {
             Rule::End => slot.kind = rule_kind::END,
             Rule::Stop => slot.kind = rule_kind::STOP,
+            Rule::FramePointer => {
+                slot.kind = rule_kind::FRAME_POINTER;
+                slot.cfa_offset = 16;
+                slot.rbp_saved = 1;
+                slot.rbp_offset = -16;
+            }
+
             Rule::Frame {
                 base,
                 offset,

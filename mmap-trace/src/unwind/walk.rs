@@ -1,6 +1,6 @@
 //! Unwinding a copy of the user stack with per-pc [`Rule`]s.
 
-use super::{CfaBase, Rule};
+use super::{CfaBase, MAX_FRAME_BYTES, Rule};
 use crate::model::StopReason;
 
 /// Registers of the traced call, and the stack copied from `sp` upwards.
@@ -62,6 +62,14 @@ pub fn walk(
                 offset,
                 rbp_at,
             } => (base, offset, rbp_at),
+            Rule::FramePointer => {
+                if bp < sp || bp - sp > MAX_FRAME_BYTES || bp & 7 != 0 {
+                    walked.stop = StopReason::FramePointerInvalid;
+                    return walked;
+                }
+                (CfaBase::Rbp, 16, Some(-16))
+            }
+
             Rule::End => return walked,
             Rule::Stop => {
                 walked.stop = StopReason::NoUnwindInfo;
@@ -177,6 +185,42 @@ mod tests {
         let walked = walk(start, 64, rules);
         assert_eq!(walked.frames, vec![0x9000, 0x1111]);
         assert_eq!(walked.stop, StopReason::CopyExhausted);
+    }
+
+    #[test]
+    fn frame_pointer_steps_are_taken_only_where_the_frame_looks_sane() {
+        // From main's frame on: its locals, then (at rbp = SP + 32) its
+        // saved rbp and its return address into _start.
+        let mut window = stack()[16..].to_vec();
+        window[16..24].copy_from_slice(&0u64.to_ne_bytes());
+
+        let fallback = |pc: u64, _: bool| match pc {
+            0x3333 => Ok(Rule::End),
+            _ => Ok(Rule::FramePointer),
+        };
+        let start = Start {
+            ip: 0x2222,
+            sp: SP + 16,
+            bp: SP + 32,
+            window: &window,
+        };
+        let walked = walk(start, 64, fallback);
+        assert_eq!(walked.frames, vec![0x2222, 0x3333]);
+        assert_eq!(walked.stop, StopReason::Complete);
+        // An rbp below the stack pointer is no frame.
+        let below = Start { bp: SP, ..start };
+        assert_eq!(
+            walk(below, 64, fallback).stop,
+            StopReason::FramePointerInvalid
+        );
+        let unaligned = Start {
+            bp: SP + 33,
+            ..start
+        };
+        assert_eq!(
+            walk(unaligned, 64, fallback).stop,
+            StopReason::FramePointerInvalid
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod attach;
 mod bad_input;
 mod containers;
 mod demo;
+mod fallback;
 mod growth;
 mod ledger;
 mod pictures;

@@ -13,6 +13,8 @@ use anyhow::{Context as _, bail};
 
 pub struct Setup {
     pub workload: PathBuf,
+    /// bench/workload.py, run by Debian's python3.
+    pub python_workload: PathBuf,
     pub mmap_trace: PathBuf,
     pub dir: PathBuf,
     pub pairs: u64,
@@ -25,6 +27,8 @@ pub enum WorkloadKind {
     Pairs,
     /// mmap, mprotect twice, madvise, munmap.
     Advising,
+    /// mmap + munmap from Python code (bench/workload.py), 1/4 as many.
+    Python,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,8 +36,8 @@ pub enum Tracer {
     Untraced,
     MmapTrace {
         unwind: &'static str,
-        /// `--syscalls`, if not the default (every call).
-        syscalls: Option<&'static str>,
+        /// More arguments (`--syscalls mmap,brk,shm`, `--python off`).
+        extra: &'static [&'static str],
     },
     Bpftrace,
     PerfRecord,
@@ -43,14 +47,14 @@ impl Tracer {
     pub fn label(self) -> String {
         match self {
             Tracer::Untraced => "untraced".into(),
-            Tracer::MmapTrace {
-                unwind,
-                syscalls: None,
-            } => format!("mmap-trace --unwind {unwind}"),
-            Tracer::MmapTrace {
-                unwind,
-                syscalls: Some(calls),
-            } => format!("mmap-trace --unwind {unwind} --syscalls {calls}"),
+            Tracer::MmapTrace { unwind, extra } => {
+                let mut label = format!("mmap-trace --unwind {unwind}");
+                for arg in extra {
+                    label.push(' ');
+                    label.push_str(arg);
+                }
+                label
+            }
             Tracer::Bpftrace => "bpftrace ustack".into(),
             Tracer::PerfRecord => "perf record --call-graph dwarf".into(),
         }
@@ -69,6 +73,16 @@ pub struct Sample {
     pub written: Option<u64>,
 }
 
+impl WorkloadKind {
+    /// The pairs a workload of this kind runs (Python's are slower).
+    pub fn pairs(self, pairs: u64) -> u64 {
+        match self {
+            WorkloadKind::Python => (pairs / 4).max(1),
+            _ => pairs,
+        }
+    }
+}
+
 /// The workload, started and waiting for "go".
 pub struct Workload {
     child: Child,
@@ -77,8 +91,20 @@ pub struct Workload {
 
 impl Workload {
     pub fn start(setup: &Setup, kind: WorkloadKind) -> anyhow::Result<Self> {
-        let mut command = Command::new(&setup.workload);
-        command.args([setup.pairs.to_string(), "--wait".into()]);
+        let mut command = match kind {
+            WorkloadKind::Python => {
+                let mut python = Command::new("python3");
+                python.arg(&setup.python_workload);
+                python.arg(kind.pairs(setup.pairs).to_string());
+                python
+            }
+            _ => {
+                let mut native = Command::new(&setup.workload);
+                native.arg(setup.pairs.to_string());
+                native
+            }
+        };
+        command.arg("--wait");
         if kind == WorkloadKind::Advising {
             command.arg("--advise");
         }
@@ -123,9 +149,7 @@ pub fn measure(setup: &Setup, kind: WorkloadKind, tracer: Tracer) -> anyhow::Res
             ns_per_pair: workload.go()?,
             ..Default::default()
         }),
-        Tracer::MmapTrace { unwind, syscalls } => {
-            measure_mmap_trace(setup, workload, unwind, syscalls)
-        }
+        Tracer::MmapTrace { unwind, extra } => measure_mmap_trace(setup, workload, unwind, extra),
         Tracer::Bpftrace => measure_bpftrace(workload),
         Tracer::PerfRecord => measure_perf(setup, workload),
     }
@@ -137,7 +161,7 @@ fn measure_mmap_trace(
     setup: &Setup,
     workload: Workload,
     unwind: &str,
-    syscalls: Option<&str>,
+    extra: &[&str],
 ) -> anyhow::Result<Sample> {
     let report = setup.dir.join(format!("mmap-trace-{unwind}.json"));
     let pid = workload.pid().to_string();
@@ -145,9 +169,7 @@ fn measure_mmap_trace(
     command.args([
         "record", "--unwind", unwind, "--format", "json", "--pid", &pid,
     ]);
-    if let Some(calls) = syscalls {
-        command.args(["--syscalls", calls]);
-    }
+    command.args(extra);
     let mut child = command
         .arg("--output")
         .arg(&report)

@@ -14,7 +14,9 @@
 //! 2. the same pairs with an mprotect there and back and a madvise
 //!    (DONTNEED) each: mmap-trace with every call traced (the default), and
 //!    without mprotect/madvise (`--syscalls mmap,brk,shm`).
-//! 3. what a sample of resident memory costs with 100,000 live regions.
+//! 3. the pairs from Python code (bench/workload.py): mmap-trace with
+//!    Python frames (the default) and with `--python off`.
+//! 4. what a sample of resident memory costs with 100,000 live regions.
 
 mod measure;
 mod sampling;
@@ -36,15 +38,15 @@ const TRACERS: [Tracer; 6] = [
     Tracer::Untraced,
     Tracer::MmapTrace {
         unwind: "fp",
-        syscalls: None,
+        extra: &[],
     },
     Tracer::MmapTrace {
         unwind: "dwarf",
-        syscalls: None,
+        extra: &[],
     },
     Tracer::MmapTrace {
         unwind: "auto",
-        syscalls: None,
+        extra: &[],
     },
     Tracer::Bpftrace,
     Tracer::PerfRecord,
@@ -55,11 +57,25 @@ const ADVISE_TRACERS: [Tracer; 3] = [
     Tracer::Untraced,
     Tracer::MmapTrace {
         unwind: "auto",
-        syscalls: None,
+        extra: &[],
     },
     Tracer::MmapTrace {
         unwind: "auto",
-        syscalls: Some("mmap,brk,shm"),
+        extra: &["--syscalls", "mmap,brk,shm"],
+    },
+];
+
+/// The Python workload's tracers: with Python frames (the default) and
+/// without.
+const PYTHON_TRACERS: [Tracer; 3] = [
+    Tracer::Untraced,
+    Tracer::MmapTrace {
+        unwind: "auto",
+        extra: &[],
+    },
+    Tracer::MmapTrace {
+        unwind: "auto",
+        extra: &["--python", "off"],
     },
 ];
 
@@ -68,6 +84,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let setup = prepare(pairs)?;
     let plain = rounds_of(&setup, WorkloadKind::Pairs, &TRACERS, rounds)?;
     let advising = rounds_of(&setup, WorkloadKind::Advising, &ADVISE_TRACERS, rounds)?;
+    let python = rounds_of(&setup, WorkloadKind::Python, &PYTHON_TRACERS, rounds)?;
     let sampling = sampling::measure(&setup, SAMPLED_REGIONS)?;
     table::print(
         &format!(
@@ -85,13 +102,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ),
         // Without mprotect and madvise, 2 of the 5 calls are traced.
         |tracer| match tracer {
-            Tracer::MmapTrace {
-                syscalls: Some(_), ..
-            } => 2 * pairs,
+            Tracer::MmapTrace { extra, .. } if extra.contains(&"--syscalls") => 2 * pairs,
             _ => 5 * pairs,
         },
         &ADVISE_TRACERS,
         &advising,
+    );
+    let python_pairs = WorkloadKind::Python.pairs(pairs);
+    table::print(
+        &format!(
+            "{python_pairs} mmap+munmap pairs of 64 KiB from Python (bench/workload.py, Debian's \
+             python3, 8 Python frames deep): the cost of walking Python frames in the kernel"
+        ),
+        |_| 2 * python_pairs,
+        &PYTHON_TRACERS,
+        &python,
     );
     sampling.print();
     Ok(())
@@ -118,6 +143,7 @@ fn prepare(pairs: u64) -> anyhow::Result<Setup> {
     )?;
     Ok(Setup {
         workload,
+        python_workload: root.join("bench/workload.py"),
         mmap_trace: root.join("target/release/mmap-trace"),
         dir,
         pairs,

@@ -210,6 +210,7 @@ impl Collector {
                 },
                 source: event.source,
                 stop: event.stop,
+                python: event.python,
             },
             event.time_ns,
         );

@@ -2,7 +2,9 @@
 
 use std::fmt::{self, Write};
 
-use super::{FrameRow, GrowthRow, ObjectRow, Report, RssGrowth, StackRow};
+use mmap_trace_common::MAX_PYTHON_FRAMES;
+
+use super::{FrameKind, FrameRow, GrowthRow, ObjectRow, Report, RssGrowth, StackRow};
 
 /// Renders `report`, with at most `top_stacks` stacks.
 pub fn render_text(report: &Report, top_stacks: usize) -> String {
@@ -26,6 +28,7 @@ fn write_report(out: &mut impl Write, report: &Report, top_stacks: usize) -> fmt
         "By requester (the first object that is not libc, ld.so, an allocator or a memory hook)",
         &report.by_requester,
     )?;
+    python_callers(out, report)?;
     stacks(out, report, top_stacks)
 }
 
@@ -315,6 +318,33 @@ fn table(out: &mut impl Write, title: &str, rows: &[ObjectRow]) -> fmt::Result {
     Ok(())
 }
 
+/// The innermost Python frames (Python processes only).
+fn python_callers(out: &mut impl Write, report: &Report) -> fmt::Result {
+    if report.by_python_caller.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\nBy Python caller (the innermost Python frame)")?;
+    writeln!(
+        out,
+        "{:>10} {:>10} {:>8} {:>8} {:>10}  FUNCTION (FILE)",
+        "LIVE", "RESIDENT", "REGIONS", "CALLS", "MAPPED"
+    )?;
+    for row in &report.by_python_caller {
+        writeln!(
+            out,
+            "{:>10} {:>10} {:>8} {:>8} {:>10}  {} ({})",
+            bytes(row.live_bytes),
+            resident_text(row.resident_bytes),
+            row.live_regions,
+            row.calls,
+            bytes(row.mapped_bytes),
+            row.function,
+            row.file,
+        )?;
+    }
+    Ok(())
+}
+
 fn stacks(out: &mut impl Write, report: &Report, top: usize) -> fmt::Result {
     let shown = report.stacks.len().min(top);
     writeln!(
@@ -348,6 +378,12 @@ fn stacks(out: &mut impl Write, report: &Report, top: usize) -> fmt::Result {
                 out,
                 "   ... the stack walk stopped here: {}",
                 stack.stop_reason.explanation()
+            )?;
+        }
+        if stack.python_truncated {
+            writeln!(
+                out,
+                "   ... deeper Python code than {MAX_PYTHON_FRAMES} frames: the outermost Python frames are not shown"
             )?;
         }
     }
@@ -387,11 +423,25 @@ fn frame_line(out: &mut impl Write, n: usize, frame: &FrameRow) -> fmt::Result {
             location(inlined.file.as_deref(), inlined.line)
         )?;
     }
+    if frame.kind == FrameKind::Python {
+        // `BlockPool.allocate (worker.py:88)  [python]`: no address to show
+        // (the code object's means nothing to a reader).
+        return writeln!(
+            out,
+            "   #{n:<2} {:>18}  {}{}  [python]",
+            "",
+            frame.symbol.as_deref().unwrap_or("[unknown code]"),
+            location(frame.file.as_deref(), frame.line),
+        );
+    }
     let symbol = match (&frame.symbol, frame.symbol_offset) {
         (Some(name), Some(offset)) => format!("{name}+{offset:#x}"),
         (Some(name), None) => name.clone(),
         (None, _) => "[unknown]".to_owned(),
     };
+    if frame.kind == FrameKind::Jit {
+        return writeln!(out, "   #{n:<2} {:#18x}  {symbol}  [jit]", frame.addr);
+    }
     writeln!(
         out,
         "   #{n:<2} {:#18x}  {symbol}{}  {}+{:#x}{}",

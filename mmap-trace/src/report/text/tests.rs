@@ -140,3 +140,60 @@ fn a_short_run_gets_no_verdict_and_no_rate() {
     );
     assert!(!text.contains("/min"), "no per-minute figure: {text}");
 }
+
+#[test]
+fn python_and_jit_frames_read_as_users_name_them() {
+    use crate::report::{
+        sample_report::{LIBC, native, python, stack},
+        tests_support::empty_report,
+    };
+    let jit = FrameRow {
+        kind: FrameKind::Jit,
+        addr: 0x7f00_0000_1040,
+        object: "[anonymous code]".into(),
+        offset: 0x1040,
+        symbol: Some("jit_trampoline".into()),
+        symbol_offset: Some(0),
+        ..Default::default()
+    };
+    let mut row = stack(
+        vec![
+            native(LIBC, 0x1019b3, Some("__mmap64")),
+            python("BlockPool.allocate", "/srv/worker.py", 88),
+            jit,
+        ],
+        262144,
+        Some(8192),
+    );
+    row.python_truncated = true;
+    let mut report = empty_report();
+    report.stacks = vec![row.clone()];
+    report.by_python_caller = crate::report::stacks::by_python_caller(&report.stacks);
+    let text = render_text(&report, 5);
+    assert!(
+        text.contains("BlockPool.allocate (worker.py:88)  [python]"),
+        "{text}"
+    );
+    assert!(text.contains("jit_trampoline+0x0  [jit]"), "{text}");
+    assert!(text.contains("deeper Python code than 63 frames"), "{text}");
+    let callers = text
+        .lines()
+        .skip_while(|l| !l.starts_with("By Python caller"))
+        .nth(2)
+        .expect("a By Python caller row");
+    assert_eq!(
+        callers.split_whitespace().collect::<Vec<_>>(),
+        [
+            "256.0",
+            "KiB",
+            "8.0",
+            "KiB",
+            "1",
+            "7",
+            "1.0",
+            "MiB",
+            "BlockPool.allocate",
+            "(/srv/worker.py)"
+        ]
+    );
+}
