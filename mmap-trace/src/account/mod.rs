@@ -16,6 +16,6 @@ pub use book::{Book, MemoryProbe, UNKNOWN};
 pub use collector::Collector;
 pub use growth::{SteadyFit, Thresholds, fit_steady};
 pub use live::{LiveByObject, Role};
-pub use recorder::Recorder;
+pub use recorder::{Recorder, Recorders};
 pub use recording::{Header, Recording, RecordingEnd};
 pub use timeline::{KindBytes, Sample};

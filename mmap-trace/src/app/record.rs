@@ -10,7 +10,7 @@ use super::{
     output::{EXIT_FAILURE, Failure, Output, render},
 };
 use crate::{
-    account::{Header, Recorder, Recording, RecordingEnd},
+    account::{Header, Recorder, Recorders, Recording, RecordingEnd},
     model::TracerUsage,
     report::{self, Pattern},
     resolve::{AttributionRules, resolve_all},
@@ -133,11 +133,12 @@ async fn trace_session(
     verbose: bool,
 ) -> Result<(Recording, i32), Failure> {
     let mut tracer = load(args, &targets, verbose)?;
-    let mut nobody = ();
-    let recorder: &mut dyn Recorder = match &mut trace {
-        Some(writer) => writer,
-        None => &mut nobody,
-    };
+    let mut recorders: Vec<&mut dyn Recorder> = Vec::new();
+    if let Some(writer) = &mut trace {
+        recorders.push(writer);
+    }
+    let mut recorders = Recorders(recorders);
+    let recorder: &mut dyn Recorder = &mut recorders;
     let mut session = Session::new(Parts {
         events: tracer.take_events()?,
         perf: open_perf_rings()?,
