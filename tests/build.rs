@@ -164,6 +164,12 @@ const FIXTURES: &[(&str, &[&str], &[&str])] = &[
         ],
     ),
     ("jit", &["jit.c"], &["-O2", "-fno-omit-frame-pointer"]),
+    ("storm", &["storm.c"], &["-O2", "-fno-omit-frame-pointer"]),
+    (
+        "hammer",
+        &["hammer.c"],
+        &["-O2", "-fno-omit-frame-pointer", "-pthread"],
+    ),
 ];
 
 fn main() {

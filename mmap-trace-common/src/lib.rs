@@ -139,6 +139,11 @@ pub struct SyscallRecord {
     pub resume_bp: u64,
     /// shmat: the size of the mapping it made (its VMA), 0 otherwise.
     pub mapped_size: u64,
+    /// When the call entered the kernel (0: unknown, e.g. it entered before
+    /// tracing began). A call changes its address space somewhere between
+    /// entry and exit, and records are written at exit: user space orders
+    /// calls that change existing mappings by this (see `account::order`).
+    pub enter_ns: u64,
 }
 
 /// Most bytes of user stack copied into one record.
@@ -375,7 +380,8 @@ mod tests {
         assert_eq!(offset_of!(SyscallRecord, window_bytes), 136);
         assert_eq!(offset_of!(SyscallRecord, stop), 140);
         assert_eq!(offset_of!(SyscallRecord, resume_ip), 144);
-        assert_eq!(size_of::<SyscallRecord>(), 176);
+        assert_eq!(offset_of!(SyscallRecord, enter_ns), 176);
+        assert_eq!(size_of::<SyscallRecord>(), 184);
         assert_eq!(size_of::<ProcessRecord>(), 48);
         assert_eq!(size_of::<RuleSlot>(), 32);
         assert_eq!(size_of::<PyFrame>(), 16);

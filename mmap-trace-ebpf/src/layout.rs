@@ -6,7 +6,8 @@
 //! size it bounds, and the sizes are checked at compile time.
 
 use mmap_trace_common::{
-    MAX_PYTHON_FRAMES, MAX_RECORD_DATA, MAX_STACK_FRAMES, MAX_STACK_WINDOW, PyFrame, SyscallRecord,
+    MAX_PYTHON_FRAMES, MAX_RECORD_DATA, MAX_STACK_FRAMES, MAX_STACK_WINDOW, PyConfig, PyFrame,
+    SyscallRecord,
 };
 
 /// Bytes of stack read at once from the stack pointer (a power of two).
@@ -37,6 +38,35 @@ const _: () = assert!(MAX_STACK_WINDOW.is_power_of_two());
 /// two pages passes unchanged.
 pub const CHUNK_MASK: usize = 2 * PAGE_BYTES as usize - 1;
 
+/// Bytes of a Python frame read at once: every field the walk needs lies
+/// in them.
+pub const FRAME_BLOCK: usize = 128;
+
+/// The data that follows a record (see [`Scratch::data`]).
+pub type RecordData = [u8; MAX_RECORD_DATA + PAGE_BYTES as usize];
+
+/// The state of one Python walk (`python`), kept here rather than on the
+/// stack: before 6.13 a program and the callbacks it calls share 512 bytes
+/// of stack.
+#[repr(C)]
+pub struct PyWalk {
+    pub config: PyConfig,
+    pub fsbase: u64,
+    pub interpreter: u64,
+    pub thread: u64,
+    pub frame: u64,
+    /// Native frames already in the data area.
+    pub native: u32,
+    /// Python frame entries written.
+    pub count: u32,
+    /// Frames written since the last eval-loop boundary.
+    pub open: u32,
+    /// The thread state was found.
+    pub found: u32,
+    /// `py_signature` of the frames written.
+    pub signature: u64,
+}
+
 /// Where a record is assembled before it is copied, at its real size, into
 /// the ring buffer (one slot per CPU, in the `SCRATCH` map).
 #[repr(C)]
@@ -45,12 +75,15 @@ pub struct Scratch {
     /// Frames, Python frames, then stack bytes; the page of slack lets the
     /// verifier see that a copy of up to a page at any offset below
     /// MAX_RECORD_DATA stays inside.
-    pub data: [u8; MAX_RECORD_DATA + PAGE_BYTES as usize],
+    pub data: RecordData,
     /// The top of the user stack (see `unwind::read_near_stack`); after
     /// `data`, so that the record and its data are one contiguous output.
     /// Twice NEAR_BYTES: a masked offset below NEAR_BYTES plus an 8-byte
     /// read stays inside.
     pub near: [u8; 2 * NEAR_BYTES],
+    /// A Python walk's state, and the frame it reads.
+    pub py_walk: PyWalk,
+    pub py_block: [u8; FRAME_BLOCK],
 }
 
 // Frames come first in `data`, then Python frames, then the window: the

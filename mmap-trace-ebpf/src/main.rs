@@ -1,8 +1,12 @@
 //! mmap-trace's eBPF programs.
 //!
+//! * `mmtrace_enter` (raw tracepoint `sys_enter`): when each traced call
+//!   of a traced process entered the kernel.
 //! * `mmtrace_exit` (raw tracepoint `sys_exit`): for the traced calls
-//!   (mmap, munmap, mremap, brk, shmat, shmdt) of traced processes, one
-//!   ring-buffer record with the arguments, the result and the user stack.
+//!   (mmap, munmap, mremap, brk, shmat, shmdt, mprotect, releasing
+//!   madvise) of traced processes, one ring-buffer record with the
+//!   arguments, the result, the user stack (native and Python frames) and
+//!   when the call entered.
 //! * `mmtrace_fork` / `mmtrace_exec` / `mmtrace_pexit` (raw tracepoints
 //!   `sched_process_*`): follow children of traced processes, and report
 //!   exec and exit so user space can end an address space.

@@ -57,6 +57,13 @@ pub static PY_THREADS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536
 #[map]
 pub static PY_STACKS_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
+/// When each thread's current mapping call entered the kernel: tid → ns.
+/// Written at entry, taken at exit. A plain (preallocated) hash: when full
+/// (65536 threads in a traced call at once), a call goes without an entry
+/// time and is ordered by its return.
+#[map]
+pub static ENTERED: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+
 /// Processes to trace: tgid → address-space id (a fresh one per exec).
 /// User space seeds it; forks extend it.
 #[map]

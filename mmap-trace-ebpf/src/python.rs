@@ -22,11 +22,14 @@ use aya_ebpf::helpers::{
     generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
 };
 use mmap_trace_common::{
-    MAX_PYTHON_FRAMES, PyConfig, PyFrame, py_flags, py_signature, py_signature_step, py_style,
+    MAX_PYTHON_FRAMES, PyFrame, py_flags, py_signature, py_signature_step, py_style,
 };
 
 use crate::{
-    layout::{FRAME_INDEX_MASK, PYTHON_FRAME_BYTES, PYTHON_INDEX_MASK, Scratch},
+    layout::{
+        FRAME_BLOCK, FRAME_INDEX_MASK, PYTHON_FRAME_BYTES, PYTHON_INDEX_MASK, PyWalk, RecordData,
+        Scratch,
+    },
     maps::{PY_THREADS, PYTHON, TASK_FSBASE, this_cpu_scratch},
 };
 
@@ -34,28 +37,6 @@ use crate::{
 const MAX_THREADS: u32 = 256;
 /// Frames looked at, at most (entry frames take steps but are no frames).
 const MAX_STEPS: u32 = 2 * MAX_PYTHON_FRAMES as u32;
-/// Bytes of a frame read at once: every field the walk needs lies in them.
-const FRAME_BLOCK: usize = 128;
-
-/// The state of one walk (`bpf_loop` context).
-#[repr(C)]
-struct PyWalk {
-    config: PyConfig,
-    fsbase: u64,
-    interpreter: u64,
-    thread: u64,
-    frame: u64,
-    /// Native frames already in the data area.
-    native: u32,
-    /// Python frame entries written.
-    count: u32,
-    /// Frames written since the last eval-loop boundary.
-    open: u32,
-    /// The thread state was found.
-    found: u32,
-    /// `py_signature` of the frames written.
-    signature: u64,
-}
 
 /// What a walk found: Python frame entries written, and their signature.
 pub struct PyStack {
@@ -98,7 +79,13 @@ pub fn walk_python(tgid: u32, tid: u32, asid: u64, native: u32) -> PyStack {
     else {
         return none;
     };
-    let mut walk = PyWalk {
+    // The walk's state lives in this CPU's scratch slot, not on the
+    // stack: kernels before 6.13 give a program and the callbacks it calls
+    // 512 bytes of stack between them.
+    let Some(scratch) = this_cpu_scratch() else {
+        return none;
+    };
+    scratch.py_walk = PyWalk {
         config,
         fsbase,
         interpreter: 0,
@@ -110,7 +97,8 @@ pub fn walk_python(tgid: u32, tid: u32, asid: u64, native: u32) -> PyStack {
         found: 0,
         signature: py_signature(tgid),
     };
-    if !find_thread(&mut walk, tid) {
+    let walk = &mut scratch.py_walk;
+    if !find_thread(walk, tid) {
         return none;
     }
     let Some(first) = user_u64(walk.thread + u64::from(config.thread_frame)) else {
@@ -121,24 +109,26 @@ pub fn walk_python(tgid: u32, tid: u32, asid: u64, native: u32) -> PyStack {
     } else {
         user_u64(first + u64::from(config.cframe_frame)).unwrap_or(0)
     };
-    // SAFETY: the callback and its context are valid for the call.
+    // SAFETY: the callback finds its state in the scratch slot itself.
     unsafe {
         bpf_loop(
             MAX_STEPS,
             frame_step as *mut c_void,
-            (&raw mut walk).cast(),
+            core::ptr::null_mut(),
             0,
         )
     };
+    let Some(scratch) = this_cpu_scratch() else {
+        return none;
+    };
+    let Scratch { py_walk, data, .. } = scratch;
     // Steps ran out with frames left (entry frames take steps too).
-    if walk.frame != 0
-        && let Some(scratch) = this_cpu_scratch()
-    {
-        mark_last(scratch, &walk, py_flags::CUT);
+    if py_walk.frame != 0 {
+        mark_last(data, py_walk, py_flags::CUT);
     }
     PyStack {
-        count: walk.count,
-        signature: walk.signature,
+        count: py_walk.count,
+        signature: py_walk.signature,
     }
 }
 
@@ -159,29 +149,33 @@ fn find_thread(walk: &mut PyWalk, tid: u32) -> bool {
     };
     walk.interpreter = interpreter;
     walk.thread = user_u64(interpreter + u64::from(config.threads_head)).unwrap_or(0);
-    // SAFETY: the callback and its context are valid for the call.
+    // SAFETY: the callback finds its state in the scratch slot itself.
     unsafe {
         bpf_loop(
             MAX_THREADS,
             thread_step as *mut c_void,
-            (&raw mut *walk).cast(),
+            core::ptr::null_mut(),
             0,
         )
     };
-    if walk.found == 0 {
+    let Some(scratch) = this_cpu_scratch() else {
+        return false;
+    };
+    if scratch.py_walk.found == 0 {
         return false;
     }
     // A full map evicts the least recently used thread.
-    PY_THREADS.insert(tid, walk.thread, 0).ok();
+    PY_THREADS.insert(tid, scratch.py_walk.thread, 0).ok();
     true
 }
 
 /// One thread state of the walk for the caller's. Returns 1 to stop.
 #[inline(never)]
-extern "C" fn thread_step(_index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes the PyWalk the caller gave it, which outlives
-    // the loop.
-    let walk = unsafe { &mut *context.cast::<PyWalk>() };
+extern "C" fn thread_step(_index: u64, _context: *mut c_void) -> i64 {
+    let Some(scratch) = this_cpu_scratch() else {
+        return 1;
+    };
+    let walk = &mut scratch.py_walk;
     let config = walk.config;
     if walk.thread == 0 {
         // This interpreter's list is done: the next interpreter's.
@@ -208,17 +202,17 @@ extern "C" fn thread_step(_index: u64, context: *mut c_void) -> i64 {
 
 /// The entry at `index` of this record's Python frames.
 #[inline(always)]
-fn entry_at(scratch: &mut Scratch, native: u32, index: u32) -> *mut PyFrame {
+fn entry_at(data: &mut RecordData, native: u32, index: u32) -> *mut PyFrame {
     let at = (native as usize & FRAME_INDEX_MASK) * 8
         + (index as usize & PYTHON_INDEX_MASK) * PYTHON_FRAME_BYTES;
     // SAFETY: at is within the masked frame area and the masked Python area,
     // inside the data array (see `layout`).
-    unsafe { scratch.data.as_mut_ptr().add(at).cast::<PyFrame>() }
+    unsafe { data.as_mut_ptr().add(at).cast::<PyFrame>() }
 }
 
 #[inline(always)]
-fn push(scratch: &mut Scratch, walk: &mut PyWalk, frame: PyFrame) {
-    let entry = entry_at(scratch, walk.native, walk.count);
+fn push(data: &mut RecordData, walk: &mut PyWalk, frame: PyFrame) {
+    let entry = entry_at(data, walk.native, walk.count);
     // SAFETY: inside the data area (see `entry_at`); unaligned is fine.
     unsafe { core::ptr::write_unaligned(entry, frame) };
     walk.count += 1;
@@ -229,11 +223,11 @@ fn push(scratch: &mut Scratch, walk: &mut PyWalk, frame: PyFrame) {
 
 /// Sets `flags` on the last entry written.
 #[inline(always)]
-fn mark_last(scratch: &mut Scratch, walk: &PyWalk, flags: u32) {
+fn mark_last(data: &mut RecordData, walk: &PyWalk, flags: u32) {
     if walk.count == 0 {
         return;
     }
-    let entry = entry_at(scratch, walk.native, walk.count - 1);
+    let entry = entry_at(data, walk.native, walk.count - 1);
     // SAFETY: inside the data area (see `entry_at`), an entry written by
     // this walk.
     unsafe {
@@ -253,22 +247,24 @@ fn block_u64(block: &[u8; FRAME_BLOCK], at: u32) -> u64 {
 
 /// One frame of the chain. Returns 1 to stop.
 #[inline(never)]
-extern "C" fn frame_step(_index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes the PyWalk the caller gave it, which outlives
-    // the loop.
-    let walk = unsafe { &mut *context.cast::<PyWalk>() };
+extern "C" fn frame_step(_index: u64, _context: *mut c_void) -> i64 {
     let Some(scratch) = this_cpu_scratch() else {
         return 1;
     };
+    let Scratch {
+        py_walk: walk,
+        py_block: block,
+        data,
+        ..
+    } = scratch;
     if walk.frame == 0 {
         return 1;
     }
     if walk.count as usize >= MAX_PYTHON_FRAMES {
-        mark_last(scratch, walk, py_flags::CUT);
+        mark_last(data, walk, py_flags::CUT);
         return 1;
     }
     let config = walk.config;
-    let mut block = [0u8; FRAME_BLOCK];
     // SAFETY: FRAME_BLOCK bytes into a buffer of that size; the helper
     // checks the user address.
     let read = unsafe {
@@ -279,19 +275,19 @@ extern "C" fn frame_step(_index: u64, context: *mut c_void) -> i64 {
         )
     };
     if read != 0 {
-        mark_last(scratch, walk, py_flags::CUT);
+        mark_last(data, walk, py_flags::CUT);
         return 1;
     }
-    let code = block_u64(&block, config.frame_code);
-    let previous = block_u64(&block, config.frame_previous);
+    let code = block_u64(block, config.frame_code);
+    let previous = block_u64(block, config.frame_previous);
     let marker = block[(config.frame_marker as usize) & (FRAME_BLOCK - 1)];
     if config.style == py_style::CSTACK_OWNER && marker == py_style::OWNED_BY_CSTACK {
         // The boundary between two eval-loop calls, no frame itself.
         if walk.open > 0 {
-            mark_last(scratch, walk, py_flags::GROUP_END);
+            mark_last(data, walk, py_flags::GROUP_END);
         } else {
             push(
-                scratch,
+                data,
                 walk,
                 PyFrame {
                     code: 0,
@@ -307,11 +303,11 @@ extern "C" fn frame_step(_index: u64, context: *mut c_void) -> i64 {
     let (offset, flags) = match config.style {
         py_style::LASTI => {
             let lasti =
-                block_u64(&block, config.frame_position & !7) >> ((config.frame_position & 4) * 8);
+                block_u64(block, config.frame_position & !7) >> ((config.frame_position & 4) * 8);
             ((lasti as i32).wrapping_mul(2), py_flags::GROUP_END)
         }
         style => {
-            let position = block_u64(&block, config.frame_position);
+            let position = block_u64(block, config.frame_position);
             let offset = position
                 .wrapping_sub(code)
                 .wrapping_sub(u64::from(config.code_adaptive)) as i32;
@@ -320,7 +316,7 @@ extern "C" fn frame_step(_index: u64, context: *mut c_void) -> i64 {
         }
     };
     push(
-        scratch,
+        data,
         walk,
         PyFrame {
             code,

@@ -19,7 +19,10 @@ use mmap_trace_common::{
 
 use crate::{
     layout::{PYTHON_FRAME_BYTES, Scratch},
-    maps::{EVENTS, PY_STACKS_SEEN, SCRATCH, SYSCALLS, UNWIND_MODE, WAKEUP_BYTES, bump},
+    maps::{
+        ENTERED, EVENTS, PY_STACKS_SEEN, SCRATCH, SYSCALLS, TARGETS, UNWIND_MODE, WAKEUP_BYTES,
+        bump,
+    },
     process::traced_asid,
     python::{PyStack, walk_python},
     regs::PtRegs,
@@ -37,6 +40,29 @@ fn is_mapping_call(id: u64) -> bool {
         _ => return false,
     };
     SYSCALLS.load() & family != 0
+}
+
+/// `sys_enter(regs, id)`: when a mapping call of a traced process entered
+/// the kernel. Its effect on the address space lies between entry and
+/// exit; user space needs both ends to put concurrent calls in order.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn mmtrace_enter(ctx: RawTracePointContext) -> u32 {
+    let id: u64 = ctx.arg(1);
+    if !is_mapping_call(id) {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // A plain lookup: a forked child becomes traced at its first exit (or
+    // fork, or exec), so its very first call has no entry time.
+    // SAFETY: only the key's presence is looked at.
+    if unsafe { TARGETS.get((pid_tgid >> 32) as u32) }.is_none() {
+        return 0;
+    }
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // A full map leaves this call without an entry time.
+    ENTERED.insert(pid_tgid as u32, now, 0).ok();
+    0
 }
 
 /// `sys_exit(regs, ret)`. Everything is read at exit: x86_64 syscalls
@@ -62,6 +88,8 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
     let Ok(regs) = (unsafe { bpf_probe_read_kernel(regs) }) else {
         return 0;
     };
+    // Taken before any early return: the entry must not outlive its call.
+    let enter_ns = take_enter_time(pid_tgid as u32);
     // Only the advice that gives pages back changes what a process holds.
     if id == nr::MADVISE && !madvise::releases(regs.syscall_args()[2]) {
         return 0;
@@ -103,6 +131,7 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
             resume_sp: 0,
             resume_bp: 0,
             mapped_size: 0,
+            enter_ns,
         };
         read_near_stack(regs.sp, near)
     };
@@ -228,6 +257,17 @@ fn wakeup_flags() -> u64 {
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
     }
+}
+
+/// When this thread's call entered (0: unknown), forgotten now.
+#[inline(always)]
+fn take_enter_time(tid: u32) -> u64 {
+    // SAFETY: copied out before the removal.
+    let Some(&enter) = (unsafe { ENTERED.get(tid) }) else {
+        return 0;
+    };
+    ENTERED.remove(tid).ok();
+    enter
 }
 
 /// Python frames whose code objects user space has not read yet: it should

@@ -205,17 +205,28 @@ impl Tracing {
 
     /// Has mmap-trace a child that runs the program `name` (after exec)?
     fn has_child_named(&self, name: &str) -> bool {
+        self.find_child(name).is_some()
+    }
+
+    /// The pid of mmap-trace's child that runs the program `name`.
+    pub fn child_named(&self, name: &str) -> u32 {
+        self.find_child(name)
+            .unwrap_or_else(|| panic!("mmap-trace has no child named {name}"))
+    }
+
+    fn find_child(&self, name: &str) -> Option<u32> {
         let pid = self.child.id();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return false;
-        };
-        tasks.flatten().any(|task| {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        tasks.flatten().find_map(|task| {
             let children =
                 std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            children.split_whitespace().any(|child| {
-                std::fs::read_to_string(format!("/proc/{child}/comm"))
-                    .is_ok_and(|comm| comm.trim_end() == name)
-            })
+            children
+                .split_whitespace()
+                .find(|child| {
+                    std::fs::read_to_string(format!("/proc/{child}/comm"))
+                        .is_ok_and(|comm| comm.trim_end() == name)
+                })
+                .and_then(|child| child.parse().ok())
         })
     }
 
@@ -245,4 +256,42 @@ impl Tracing {
         assert!(run.status.success(), "mmap-trace failed: {}", run.stderr);
         run
     }
+}
+
+/// mmap-trace run as `nobody` holding only `caps` (setpriv's syntax, e.g.
+/// "+bpf,+perfmon"; empty: none), from copies anyone may run (the build
+/// directory may sit under /root) of the binary and of `programs`, which
+/// it gets as `{}` placeholders in `args` (in order).
+pub fn run_as_nobody(caps: &str, programs: &[PathBuf], args: &[&str]) -> Run {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scratch_path("nobody");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("mmap-trace");
+    std::fs::copy(mmap_trace_bin(), &bin).unwrap();
+    let mut copies = Vec::new();
+    for program in programs {
+        let copy = dir.join(program.file_name().expect("a program file"));
+        std::fs::copy(program, &copy).unwrap();
+        copies.push(copy);
+    }
+    let mut copies = copies.iter();
+    let caps = format!("-all{}{caps}", if caps.is_empty() { "" } else { "," });
+    let child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(format!("--bounding-set={caps}"))
+        .arg(&bin)
+        .args(args.iter().map(|&a| match a {
+            "{}" => copies.next().expect("a program for each {}").as_os_str(),
+            other => OsStr::new(other),
+        }))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let run = wait_with_timeout(child);
+    std::fs::remove_dir_all(&dir).unwrap();
+    run
 }

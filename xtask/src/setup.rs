@@ -23,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "libc6-dbg",
     "libucx0",
     "libucx-dev",
+    "prometheus",
     "ucx-utils",
     "util-linux",
 ];

@@ -33,6 +33,14 @@ pub trait MemoryProbe {
     fn resident(&mut self, pid: u32, ranges: &[Range<u64>]) -> Option<Vec<u64>>;
 }
 
+/// What a stack holds in one process at a sample.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    resident: u64,
+    /// Live bytes it mapped `PROT_NONE`.
+    reserved: u64,
+}
+
 /// A stack's issuer and requester, as names the books know.
 #[derive(Clone, Copy, Debug)]
 struct Names {
@@ -206,7 +214,16 @@ impl Book {
             .collect();
         self.resident.clear();
         let mut probed = Vec::new();
+        // Resident and reserved bytes per (pid, stack), for the processes'
+        // own rows.
+        let mut held: HashMap<(u32, StackId), Held> = HashMap::new();
+        let mut rss_of = HashMap::new();
         for process in self.collector.processes_mut().filter(|p| !p.exited()) {
+            // A process that is gone or exiting (its exit not applied
+            // yet) is not sampled: its pages read as none.
+            let Some(rss) = probe.rss(process.pid) else {
+                continue;
+            };
             let ranges: Vec<Range<u64>> = process
                 .space
                 .regions()
@@ -215,6 +232,7 @@ impl Book {
             let Some(resident) = probe.resident(process.pid, &ranges) else {
                 continue;
             };
+            rss_of.insert(process.pid, rss);
             let mut traced = 0;
             for (region, bytes) in process.space.regions_mut().zip(resident) {
                 region.resident = bytes;
@@ -222,6 +240,10 @@ impl Book {
                     *self.resident.entry(holder).or_default() += bytes;
                     *sample.resident_by_kind.get_mut(region.kind) += bytes;
                     traced += bytes;
+                    held.entry((process.pid, holder)).or_default().resident += bytes;
+                }
+                if let (Origin::Traced(mapper), true) = (region.origin, region.is_reserved()) {
+                    held.entry((process.pid, mapper)).or_default().reserved += region.len();
                 }
             }
             probed.push((process.pid, traced));
@@ -233,15 +255,66 @@ impl Book {
             }
         }
         self.resident_by_object(&mut sample, &probed);
+        self.held_by_process(&mut sample, &held);
         for (pid, traced) in probed {
-            if let Some(mut rss) = probe.rss(pid) {
+            if let Some(mut rss) = rss_of.remove(&pid) {
                 rss.traced_resident = traced;
                 rss.unexplained_anon = rss.rss_anon.saturating_sub(traced);
                 sample.rss.push(rss);
+                if let Some(process) = self.collector.process_of(pid) {
+                    sample.comms.insert(pid, process.comm.clone());
+                }
             }
         }
         recorder.sample(&sample);
         self.timeline.push(sample);
+    }
+
+    /// Resident and reserved bytes per issuer and requester in each probed
+    /// process (`ProcessLive::resident_by_issuer` and the like).
+    fn held_by_process(&self, sample: &mut Sample, held: &HashMap<(u32, StackId), Held>) {
+        let mut processes: HashMap<u32, &mut ProcessLive> =
+            sample.processes.iter_mut().map(|p| (p.pid, p)).collect();
+        for (&(pid, stack), bytes) in held {
+            let (Some(process), Some(Some(names))) =
+                (processes.get_mut(&pid), self.names.get(stack.index()))
+            else {
+                continue;
+            };
+            for (map, name, bytes) in [
+                (
+                    &mut process.resident_by_issuer,
+                    names.issuer,
+                    bytes.resident,
+                ),
+                (
+                    &mut process.resident_by_requester,
+                    names.requester,
+                    bytes.resident,
+                ),
+                (
+                    &mut process.reserved_by_issuer,
+                    names.issuer,
+                    bytes.reserved,
+                ),
+                (
+                    &mut process.reserved_by_requester,
+                    names.requester,
+                    bytes.reserved,
+                ),
+            ] {
+                if bytes == 0 {
+                    continue;
+                }
+                let object = self.live.name_str(name);
+                match map.get_mut(object) {
+                    Some(total) => *total += bytes,
+                    None => {
+                        map.insert(object.to_owned(), bytes);
+                    }
+                }
+            }
+        }
     }
 
     /// Resident bytes per issuer and requester, over the probed processes:
@@ -413,6 +486,53 @@ mod tests {
         let holdings = book.collector.holdings();
         assert_eq!(holdings[&StackId(0)].reserved, 14 * P);
         assert_eq!(holdings[&StackId(1)].accessible, 2 * P);
+    }
+
+    #[test]
+    fn each_process_has_its_resident_and_reserved_bytes_per_object_and_its_name() {
+        let mut book = Book::new(0);
+        book.collector.add_target(7, "server", 0);
+        let reserve = Call::Mmap {
+            addr: 0,
+            len: 16 * P,
+            prot: prot::NONE,
+            flags: 0x22,
+            fd: -1,
+            offset: 0,
+        };
+        let commit = Call::Mprotect {
+            addr: 0x100000,
+            len: 2 * P,
+            prot: prot::READ | prot::WRITE,
+        };
+        for event in [
+            call(10, reserve, 0x100000, &[1]),
+            call(20, commit, 0, &[2]),
+            mmap(30, 3 * P, 0x200000, &[2]),
+        ] {
+            book.apply(event, &mut (), name_by_first_frame).unwrap();
+        }
+        book.sample(1_000_000_000, &mut FakeProc, &mut ());
+        let sample = &book.timeline[0];
+        assert_eq!(sample.comms, BTreeMap::from([(7, "server".to_owned())]));
+        let process = &sample.processes[0];
+        assert_eq!(process.pid, 7);
+        // Three regions (committed, reserved, mapped): one page each; the
+        // committed one is lib2's.
+        assert_eq!(
+            process.resident_by_issuer,
+            BTreeMap::from([("lib1".to_owned(), P), ("lib2".to_owned(), 2 * P)])
+        );
+        assert_eq!(
+            process.resident_by_requester,
+            BTreeMap::from([(UNKNOWN.to_owned(), 3 * P)])
+        );
+        assert_eq!(
+            process.reserved_by_issuer,
+            BTreeMap::from([("lib1".to_owned(), 14 * P)]),
+            "lib2 reserved nothing: it is left out"
+        );
+        assert_eq!(process.reserved_by_requester[UNKNOWN], 14 * P);
     }
 
     #[test]

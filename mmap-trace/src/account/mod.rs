@@ -4,10 +4,12 @@
 //! comes out.
 
 pub mod book;
+pub mod check;
 pub mod collector;
 pub mod growth;
 pub mod ledger;
 pub mod live;
+pub mod order;
 pub mod recorder;
 pub mod recording;
 pub mod timeline;

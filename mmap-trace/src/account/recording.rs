@@ -40,6 +40,13 @@ pub struct RecordingEnd {
     pub unwinding: UnwindCounts,
     pub tracer: TracerUsage,
     pub lost_mapping_records: u64,
+    /// Records that arrived too late to be put in order (see
+    /// `account::order`); applied as they came.
+    #[serde(default)]
+    pub out_of_order: u64,
+    /// Kernel records that did not decode, or were impossible; dropped.
+    #[serde(default)]
+    pub malformed: u64,
     /// Main executable of each traced pid.
     pub executables: BTreeMap<u32, String>,
 }

@@ -36,6 +36,9 @@ pub struct Sample {
     /// The same, per process.
     #[serde(default)]
     pub processes: Vec<ProcessLive>,
+    /// The name (comm) of each process sampled running, by pid.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub comms: BTreeMap<u32, String>,
 }
 
 /// Bytes per kind of memory.
@@ -71,13 +74,27 @@ impl KindBytes {
     }
 }
 
-/// One process's live bytes by object.
+/// One process's live bytes by object; and, while it runs, the resident
+/// and the reserved (`PROT_NONE`) bytes of those objects.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct ProcessLive {
     pub pid: u32,
     pub live_bytes: i64,
     pub by_issuer: BTreeMap<String, i64>,
     pub by_requester: BTreeMap<String, i64>,
+    /// Resident bytes per object, in a process sampled running (an object
+    /// holding none is left out, so absent means 0 there; an exited process
+    /// has none of these: unknown).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resident_by_issuer: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resident_by_requester: BTreeMap<String, u64>,
+    /// Live bytes mapped `PROT_NONE` per object (as `resident_by_*`: running
+    /// processes, objects with none left out).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reserved_by_issuer: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reserved_by_requester: BTreeMap<String, u64>,
 }
 
 impl ProcessLive {

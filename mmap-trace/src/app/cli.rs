@@ -4,7 +4,7 @@ use std::{ffi::OsString, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{model::UnwindMode, report::folded::Weight};
+use crate::report::folded::Weight;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,6 +38,15 @@ pub enum Command {
     /// Compare two traces or JSON reports (before and after a fix): live
     /// bytes and growth per issuer and requester.
     Diff(DiffArgs),
+    /// A live view of running processes: who is growing, live and resident
+    /// bytes per requester and issuer, each process's RSS, events per
+    /// second, lost records. Refreshes every --interval; q quits.
+    #[command(after_help = super::top::EXAMPLES)]
+    Top(super::top::TopArgs),
+    /// Print a trace file (either version) as JSON lines, one record a
+    /// line: the version 1 format, which `report` reads too, for scripts
+    /// (`mmap-trace dump run.mtrace | jq 'select(.event.syscall)'`).
+    Dump(super::dump::DumpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -139,13 +148,17 @@ Examples:
   mmap-trace record --format html --output report.html -- ./server
       One page to open in a browser: the verdict, tables, timeline, flame graph
       (also: --format svg, folded, pprof; --weight live|resident|mapped|calls).
+  mmap-trace record --cgroup kubepods.slice --metrics-addr 0.0.0.0:9464
+      An agent: Prometheus metrics at http://HOST:9464/metrics until stopped
+      (SIGTERM or Ctrl-C; no --duration), then the report.
 
 Reading the report:
   issuer     the object that made the system call (libucm.so when UCX's hooks are on)
   requester  the first frame outside libc, ld.so, allocators and memory hooks
   live       bytes still mapped at the end (for an exited process: at its exit)
 
-With a command, mmap-trace exits with the command's exit status, as strace does.";
+With a command, mmap-trace exits with the command's exit status, as strace does.
+With -o on a terminal, a status line on stderr says how tracing goes (-q: none).";
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
@@ -169,6 +182,9 @@ pub struct RecordArgs {
 
     /// Stop after this long (e.g. 30s, 500ms, 5m; a plain number is seconds).
     /// A launched command still running then gets SIGTERM (then SIGKILL).
+    /// Without it, mmap-trace runs until stopped (Ctrl-C, SIGTERM) or until
+    /// what it traces exits (--pid, --comm, a command; never for --cgroup):
+    /// with --metrics-addr, that is an agent.
     #[arg(short, long, value_name = "D", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
@@ -183,15 +199,13 @@ pub struct RecordArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Also treat objects with this soname stem as pass-through, so the
-    /// requester is looked for beyond them (repeatable; e.g. libmyalloc).
-    #[arg(long = "interposer", value_name = "NAME")]
-    pub interposers: Vec<String>,
-
-    /// How often to sample live and resident bytes per object and the
-    /// processes' RSS (the report's timeline, and what growth is judged on).
-    #[arg(long, value_name = "D", default_value = "1s", value_parser = parse_duration)]
-    pub interval: Duration,
+    /// No status line. While tracing, when the report goes to a file (-o,
+    /// or stdout redirected) and stderr is a terminal, one line on stderr,
+    /// refreshed in place, says the time elapsed, the events traced, the
+    /// records lost and the live and resident bytes; it is cleared before
+    /// the report. Never on a pipe.
+    #[arg(short, long)]
+    pub quiet: bool,
 
     /// More known patterns (JSON, as mmap-trace/data/patterns.json) that turn
     /// a growth verdict into hints (repeatable).
@@ -209,40 +223,27 @@ pub struct RecordArgs {
     #[command(flatten)]
     pub verdict: VerdictArgs,
 
-    /// Which calls to trace: mmap (mmap, munmap, mremap), brk (the heap),
-    /// shm (System V shmat/shmdt), mprotect (reserved address space made
-    /// accessible and back), madvise (only advice that gives pages back:
-    /// DONTNEED, FREE, REMOVE, PAGEOUT). Comma-separated.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "mmap,brk,shm,mprotect,madvise"
-    )]
-    pub syscalls: Vec<Family>,
+    /// How calls are traced and sampled (shared with `top`).
+    #[command(flatten)]
+    pub tracing: super::live::TracingArgs,
 
-    /// How stacks are unwound. auto and dwarf use the objects' call-frame
-    /// information (.eh_frame), so stacks go through code built without frame
-    /// pointers (most distributions' libraries); fp is cheapest and stops there.
-    #[arg(long, value_enum, default_value_t = UnwindMode::Auto)]
-    pub unwind: UnwindMode,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while tracing
+    /// (e.g. 127.0.0.1:9464; 0.0.0.0:9464 for every interface; port 0 picks a
+    /// free one, said on stderr): live, resident and reserved bytes per
+    /// process and object (mmap_trace_live_bytes{pid,comm,role,object} ...),
+    /// growth rates per object, each process's RSS, traced calls and lost
+    /// records. Refreshed every --interval. With --cgroup and no --duration,
+    /// mmap-trace runs as an agent until stopped (SIGTERM, Ctrl-C); with
+    /// --pid or --comm, until those processes exit.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 
-    /// Python frames in the stacks of CPython processes (3.10 to 3.13): the
-    /// function and line that asked, captured in the kernel at each call.
-    /// `off` traces Python processes like any other.
-    #[arg(long, value_enum, default_value_t = Switch::On)]
-    pub python: Switch,
-
-    /// With auto/dwarf: how much of the user stack the kernel copies when it
-    /// cannot unwind a stack itself yet (e.g. 32K, 65536; at most 64K). A
-    /// stack deeper than this is cut, and the report says so.
-    #[arg(long, value_name = "BYTES", default_value = "32K", value_parser = parse_stack_bytes)]
-    pub stack_bytes: u32,
-
-    /// Size of the kernel-to-user ring buffer in MiB (a power of two). If the
-    /// report counts lost records, make it larger.
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_buffer_mib)]
-    pub buffer_size: u32,
+    /// With --metrics-addr: how many objects per role (issuer, requester) get
+    /// a label of their own, those holding the most resident, then live,
+    /// bytes; the rest of each process's bytes are summed as object="other".
+    /// Bounds the number of series.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub metrics_top: usize,
 
     /// The command to start and trace, after `--`.
     #[arg(last = true, value_name = "CMD")]
@@ -324,7 +325,7 @@ impl Format {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -346,7 +347,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-fn parse_stack_bytes(text: &str) -> Result<u32, String> {
+pub(super) fn parse_stack_bytes(text: &str) -> Result<u32, String> {
     let text = text.trim();
     let (number, scale) = match text.strip_suffix(['K', 'k']) {
         Some(kib) => (kib, 1024),
@@ -366,7 +367,7 @@ fn parse_stack_bytes(text: &str) -> Result<u32, String> {
     Ok(bytes & !7)
 }
 
-fn parse_buffer_mib(text: &str) -> Result<u32, String> {
+pub(super) fn parse_buffer_mib(text: &str) -> Result<u32, String> {
     let mib: u32 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of MiB"))?;
@@ -409,14 +410,14 @@ mod tests {
             vec![OsString::from("ls"), OsString::from("-l")]
         );
         assert_eq!(args.format, Format::Json);
-        assert_eq!(args.buffer_size, 16);
+        assert_eq!(args.tracing.buffer_size, 16);
         assert!(Cli::try_parse_from(["mmap-trace", "record", "--buffer-size", "3"]).is_err());
-        assert_eq!(args.unwind, UnwindMode::Auto);
+        assert_eq!(args.tracing.unwind, crate::model::UnwindMode::Auto);
         assert_eq!(
-            Family::mask(&args.syscalls),
+            Family::mask(&args.tracing.syscalls),
             mmap_trace_common::families::ALL
         );
-        assert_eq!(args.stack_bytes, 32 * 1024);
+        assert_eq!(args.tracing.stack_bytes, 32 * 1024);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Where reports go, how commands fail, and the report in each format.
 
 use std::{
-    fs::File,
     io::{self, IsTerminal as _, Write as _},
     path::Path,
 };
@@ -9,7 +8,7 @@ use std::{
 use anyhow::Context as _;
 use serde_json::Value;
 
-use super::cli::Format;
+use super::{cli::Format, files::OutputFile};
 use crate::report::{
     self, Report,
     folded::{self, Folded, Weight},
@@ -89,7 +88,7 @@ pub fn render_diff_picture(
 /// path fails at once rather than after a long trace.
 pub enum Output {
     Stdout,
-    File(File, String),
+    File(OutputFile),
 }
 
 impl Output {
@@ -101,10 +100,7 @@ impl Output {
         }
         Ok(match path {
             None => Output::Stdout,
-            Some(path) => Output::File(
-                File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-                path.display().to_string(),
-            ),
+            Some(path) => Output::File(OutputFile::create(path)?),
         })
     }
 
@@ -114,14 +110,15 @@ impl Output {
                 let mut stdout = io::stdout().lock();
                 stdout.write_all(bytes).and_then(|()| stdout.flush())
             }
-            Output::File(file, _) => file.write_all(bytes).and_then(|()| file.sync_all()),
+            Output::File(file) => file.write_all_and_commit(bytes),
         };
         match (result, self) {
             (Ok(()), _) => Ok(()),
             // A closed pipe (`| head`) is the reader's choice, not an error.
             (Err(e), Output::Stdout) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             (Err(e), Output::Stdout) => Err(e).context("cannot write the report to stdout"),
-            (Err(e), Output::File(_, path)) => {
+            (Err(e), Output::File(file)) => {
+                let path = file.path().display().to_string();
                 Err(e).with_context(|| format!("cannot write the report to {path}"))
             }
         }

@@ -6,20 +6,23 @@ use std::os::unix::ffi::OsStrExt as _;
 use anyhow::Context as _;
 
 use super::{
-    cli::{EXIT_GROWTH, Family, RecordArgs, Switch},
+    cli::{EXIT_GROWTH, RecordArgs},
+    files,
+    live::{self, attach},
+    metrics_server::{self, Metrics},
     output::{EXIT_FAILURE, Failure, Output, render},
+    status::StatusLine,
 };
 use crate::{
     account::{Header, Recorder, Recorders, Recording, RecordingEnd},
     model::TracerUsage,
     report::{self, Pattern},
-    resolve::{AttributionRules, resolve_all},
-    session::{Parts, Session, SessionEnd, Signals, StopWhen},
+    resolve::resolve_all,
+    session::{Session, SessionEnd, Signals, StopWhen},
     sys::{
         self,
         launch::{self, LaunchError},
-        loader::{self, Tracer},
-        perf::PerfRing,
+        loader::Tracer,
         pidfd::{Watched, pidfd_open},
         targets::{self, Selection},
     },
@@ -39,9 +42,11 @@ pub fn run(args: RecordArgs, verbose: bool) -> Result<i32, Failure> {
         patterns,
         mut output,
         trace,
+        metrics,
     } = plan;
-    let (recording, exit_code) =
-        runtime.block_on(trace_session(&args, command, targets, trace, verbose))?;
+    let (recording, exit_code) = runtime.block_on(trace_session(
+        &args, command, targets, trace, metrics, verbose,
+    ))?;
     let report = report::build(&recording, &patterns, &args.verdict.judging());
     output.write(&render(&report, args.format, args.top, args.weight)?)?;
     Ok(match exit_code {
@@ -58,6 +63,8 @@ struct Plan {
     patterns: Vec<Pattern>,
     output: Output,
     trace: Option<TraceWriter>,
+    /// `--metrics-addr`, listening already: a port in use fails here.
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Plan {
@@ -85,6 +92,11 @@ impl Plan {
         };
         let targets = targets::select(&args.pids, &args.comms, args.cgroup.as_deref())?;
         sys::privileges::check()?;
+        let metrics = args
+            .metrics_addr
+            .as_deref()
+            .map(metrics_server::bind)
+            .transpose()?;
         let patterns = report::patterns::load(&args.patterns)?;
         // A trace file gets the recording; the report then goes to stdout.
         let trace_path = args.output.as_deref().filter(|p| trace::is_trace_path(p));
@@ -93,10 +105,22 @@ impl Plan {
             args.format,
         )?;
         let trace = match trace_path {
-            Some(path) => Some(
-                TraceWriter::create(path, header(args))
-                    .with_context(|| format!("cannot create {}", path.display()))?,
-            ),
+            Some(path) => {
+                let path = match files::destination(path)? {
+                    files::Destination::Replace(path) => path,
+                    files::Destination::Special(path) => {
+                        return Err(anyhow::anyhow!(
+                            "a trace goes to a regular file, and {} is not one",
+                            path.display()
+                        )
+                        .into());
+                    }
+                };
+                Some(
+                    TraceWriter::create(&path, header(args))
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )
+            }
             None => None,
         };
         Ok(Plan {
@@ -105,6 +129,7 @@ impl Plan {
             patterns,
             output,
             trace,
+            metrics,
         })
     }
 }
@@ -120,8 +145,8 @@ fn header(args: &RecordArgs) -> Header {
                 .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
                 .collect()
         }),
-        unwinder: args.unwind,
-        interposers: args.interposers.clone(),
+        unwinder: args.tracing.unwind,
+        interposers: args.tracing.interposers.clone(),
     }
 }
 
@@ -130,31 +155,26 @@ async fn trace_session(
     command: Option<launch::Command>,
     targets: Selection,
     mut trace: Option<TraceWriter>,
+    metrics: Option<std::net::TcpListener>,
     verbose: bool,
 ) -> Result<(Recording, i32), Failure> {
-    let mut tracer = load(args, &targets, verbose)?;
+    let tracing = &args.tracing;
+    let mut tracer = live::load(tracing, &targets, verbose)?;
+    let mut metrics = match metrics {
+        Some(listener) => Some(Metrics::start(listener, args)?),
+        None => None,
+    };
+    let (metrics_recorder, kernel_lost) = metrics.as_mut().map(Metrics::parts).unzip();
     let mut recorders: Vec<&mut dyn Recorder> = Vec::new();
     if let Some(writer) = &mut trace {
         recorders.push(writer);
     }
+    if let Some(metrics) = metrics_recorder {
+        recorders.push(metrics);
+    }
     let mut recorders = Recorders(recorders);
     let recorder: &mut dyn Recorder = &mut recorders;
-    let mut session = Session::new(Parts {
-        events: tracer.take_events()?,
-        perf: open_perf_rings()?,
-        rules_map: match args.unwind {
-            crate::model::UnwindMode::Fp => None,
-            _ => Some(tracer.take_rules()?),
-        },
-        unwind: args.unwind,
-        rules: AttributionRules::new(&args.interposers),
-        interval: args.interval,
-        recorder,
-        python: match args.python {
-            Switch::On => Some(tracer.take_python()?),
-            Switch::Off => None,
-        },
-    });
+    let mut session = live::session(&mut tracer, tracing, recorder)?;
     let signals = Signals::catch().context("catching signals")?;
     attach(&mut tracer, &mut session, &targets)?;
     let command = start(&mut tracer, &mut session, command)?;
@@ -167,7 +187,16 @@ async fn trace_session(
         },
         duration: args.duration,
     };
-    let end = session.run(stop, signals).await.context("tracing")?;
+    let mut status = StatusLine::wanted(args).then(|| StatusLine::new(&tracer));
+    let end = metrics_server::alongside(
+        session.run(stop, signals, &mut status),
+        &tracer,
+        kernel_lost,
+        args.tracing.interval,
+    )
+    .await
+    .context("tracing")?;
+    drop(status); // the line is cleared before anything else is said
     let kernel = tracer.counters();
     drop(tracer); // detach before the (slower) symbolization
     let (recording, recording_end) = finish(args, session, end, kernel);
@@ -178,43 +207,6 @@ async fn trace_session(
         recording,
         end.command_status.map_or(0, |s| s.as_exit_code()),
     ))
-}
-
-/// Loads the eBPF programs and attaches them; nothing is traced yet.
-fn load(args: &RecordArgs, targets: &Selection, verbose: bool) -> Result<Tracer, Failure> {
-    Ok(Tracer::load(loader::Config {
-        ring_bytes: args.buffer_size << 20,
-        unwind: args.unwind,
-        stack_bytes: args.stack_bytes,
-        cgroup: targets.cgroup.as_ref().map(|c| (c.id, c.level)),
-        syscalls: Family::mask(&args.syscalls),
-        verbose,
-        task_fsbase: match args.python {
-            Switch::On => sys::btf::task_fsbase_offset().unwrap_or_else(|error| {
-                log::warn!("no Python frames: {error}");
-                0
-            }),
-            Switch::Off => 0,
-        },
-    })?)
-}
-
-/// Traces the running targets, then reads what they had mapped already.
-fn attach(
-    tracer: &mut Tracer,
-    session: &mut Session<'_>,
-    targets: &Selection,
-) -> Result<(), Failure> {
-    for pid in targets.all_pids() {
-        // Trace first, then read the maps: a mapping made in between is
-        // seen twice, and the traced call wins.
-        tracer.add_target(pid)?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        session.book.collector.add_target(pid, comm.trim_end(), 0);
-        session.seed(pid);
-    }
-    announce(targets);
-    Ok(())
 }
 
 /// Starts the command, traced from its first instruction: it waits at a
@@ -291,45 +283,12 @@ fn finish(
             ..sys::usage::tracer_usage()
         },
         lost_mapping_records: session.modules.lost,
+        out_of_order: session.out_of_order(),
+        malformed: session.malformed,
         executables,
     };
     let recording = session
         .book
         .into_recording(header(args), resolved, recording_end.clone());
     (recording, recording_end)
-}
-
-/// Says on stderr what is being traced (scripts wait for "tracing").
-fn announce(targets: &Selection) {
-    for watched in &targets.watched {
-        let comm =
-            std::fs::read_to_string(format!("/proc/{}/comm", watched.pid)).unwrap_or_default();
-        eprintln!(
-            "mmap-trace: tracing pid {} ({}); stop with Ctrl-C",
-            watched.pid,
-            comm.trim_end()
-        );
-    }
-    if !targets.others.is_empty() {
-        eprintln!(
-            "mmap-trace: tracing {} more running process{} (descendants, cgroup members)",
-            targets.others.len(),
-            if targets.others.len() == 1 { "" } else { "es" }
-        );
-    }
-    if let Some(cgroup) = &targets.cgroup {
-        eprintln!(
-            "mmap-trace: tracing cgroup {} and the processes that join it; stop with Ctrl-C",
-            cgroup.path.display()
-        );
-    }
-}
-
-fn open_perf_rings() -> anyhow::Result<Vec<PerfRing>> {
-    let cpus =
-        aya::util::online_cpus().map_err(|(path, e)| anyhow::anyhow!("reading {path}: {e}"))?;
-    cpus.into_iter()
-        .map(|cpu| PerfRing::open(cpu).map_err(sys::error::TraceError::Perf))
-        .collect::<Result<_, _>>()
-        .map_err(Into::into)
 }

@@ -35,7 +35,10 @@ impl Event {
 pub struct SyscallEvent {
     pub pid: u32,
     pub tid: u32,
+    /// When the call returned (CLOCK_MONOTONIC ns).
     pub time_ns: u64,
+    /// When it entered the kernel; 0 when unknown.
+    pub enter_ns: u64,
     pub call: Call,
     /// The raw return value: an address, 0, or a negative errno.
     pub ret: i64,
@@ -76,6 +79,7 @@ impl SyscallEvent {
             pid,
             tid: pid,
             time_ns,
+            enter_ns: 0,
             call,
             ret,
             user_ip: stack.first().copied().unwrap_or(0),

@@ -13,6 +13,8 @@ pub mod map_flags {
     pub const SHARED: u32 = 0x01;
     pub const PRIVATE: u32 = 0x02;
     pub const ANONYMOUS: u32 = 0x20;
+    pub const FIXED: u32 = 0x10;
+    pub const FIXED_NOREPLACE: u32 = 0x10_0000;
 }
 
 /// What kind of memory a mapping is: what its resident pages count as in

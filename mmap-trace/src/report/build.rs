@@ -36,7 +36,7 @@ pub fn build(recording: &Recording, patterns: &[Pattern], judging: &Judging) -> 
     let end = &recording.end;
     let holdings = collector.holdings();
     let stacks = stacks::merge(recording, &holdings);
-    let verdicts = growth::verdicts(recording, &stacks, patterns, judging);
+    let verdicts = growth::verdicts(&recording.timeline, &stacks, patterns, judging);
     let mut live_by_pid: BTreeMap<u32, u64> = BTreeMap::new();
     for entry in collector.stacks.iter() {
         if let Some(holding) = holdings.get(&entry.id) {
@@ -51,6 +51,7 @@ pub fn build(recording: &Recording, patterns: &[Pattern], judging: &Judging) -> 
         command: recording.header.command.clone(),
         command_status: end.command_status,
         stopped_by: end.stopped_by,
+        complete: counts.lost + end.kernel.lost_records + end.malformed + end.out_of_order == 0,
         duration_s: collector
             .first_event_ns
             .map_or(0.0, |first| (collector.last_event_ns - first) as f64 / 1e9),
@@ -87,6 +88,8 @@ pub fn build(recording: &Recording, patterns: &[Pattern], judging: &Judging) -> 
             lost: counts.lost + end.kernel.lost_records,
             stack_errors: end.kernel.stack_errors.max(counts.stack_errors),
             lost_mapping_records: end.lost_mapping_records,
+            out_of_order: end.out_of_order,
+            malformed: end.malformed,
         },
         unwinding: Unwinding {
             in_kernel: end.unwinding.in_kernel,
@@ -274,6 +277,8 @@ mod tests {
             unwinding: UnwindCounts::default(),
             tracer: TracerUsage::default(),
             lost_mapping_records: 0,
+            out_of_order: 0,
+            malformed: 0,
             executables: BTreeMap::new(),
         };
         book.into_recording(header, resolved, end)

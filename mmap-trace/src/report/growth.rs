@@ -13,13 +13,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Basis, GrowthRow, RssGrowth, StackRow, build::Judging, patterns::Pattern};
-use crate::account::{Recording, Role, Sample, SteadyFit, fit_steady};
+use crate::account::{Role, Sample, SteadyFit, fit_steady};
 
-pub(super) struct Verdicts {
+/// Who is growing: whether growth could be judged (and if not, why), a
+/// row per object, and the RSS growth the flagged rows explain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdicts {
     pub judged: bool,
     pub note: Option<String>,
     pub rows: Vec<GrowthRow>,
     pub rss: Option<RssGrowth>,
+}
+
+/// Who is growing so far, from the samples alone: what a live view shows
+/// while the session runs, before any stack is resolved. The rows are the
+/// report's, without hints (patterns match resolved stacks) and without
+/// resident bytes per row (the last sample has those).
+pub fn so_far(timeline: &[Sample], judging: &Judging) -> Verdicts {
+    verdicts(timeline, &[], &[], judging)
 }
 
 /// The samples taken while some traced process ran.
@@ -28,12 +39,11 @@ fn running(timeline: &[Sample]) -> Vec<&Sample> {
 }
 
 pub(super) fn verdicts(
-    recording: &Recording,
+    timeline: &[Sample],
     stacks: &[StackRow],
     patterns: &[Pattern],
     judging: &Judging,
 ) -> Verdicts {
-    let timeline = &recording.timeline;
     let running = running(timeline);
     let window = match (running.first(), running.last()) {
         (Some(first), Some(last)) => last.time_s - first.time_s,
@@ -52,7 +62,7 @@ pub(super) fn verdicts(
     });
     let mut rows: Vec<GrowthRow> = objects(timeline)
         .into_iter()
-        .map(|(role, object)| row(recording, stacks, patterns, judging, judged, role, object))
+        .map(|(role, object)| row(timeline, stacks, patterns, judging, judged, role, object))
         .collect();
     rows.sort_by(|a, b| {
         rank(b)
@@ -103,7 +113,7 @@ fn objects(timeline: &[Sample]) -> BTreeSet<(Role, String)> {
 }
 
 fn row(
-    recording: &Recording,
+    timeline: &[Sample],
     stacks: &[StackRow],
     patterns: &[Pattern],
     judging: &Judging,
@@ -111,7 +121,6 @@ fn row(
     role: Role,
     object: String,
 ) -> GrowthRow {
-    let timeline = &recording.timeline;
     let live_points: Vec<(f64, f64)> = timeline
         .iter()
         .map(|s| {

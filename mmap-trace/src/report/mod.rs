@@ -7,6 +7,7 @@ mod build;
 pub mod folded;
 mod growth;
 pub mod html;
+pub mod metrics;
 mod model;
 pub mod patterns;
 pub mod pprof;
@@ -17,6 +18,7 @@ pub mod svg;
 pub mod text;
 
 pub use build::{Judging, build};
+pub use growth::{Verdicts, so_far as growth_so_far};
 pub use model::*;
 pub use patterns::Pattern;
 pub use text::render_text;
@@ -36,6 +38,7 @@ pub(crate) mod tests_support {
             command: None,
             command_status: None,
             stopped_by: StoppedBy::TargetExit,
+            complete: true,
             duration_s: 0.0,
             unwinder: UnwindMode::Auto,
             targets: Vec::new(),

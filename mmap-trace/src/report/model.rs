@@ -21,6 +21,10 @@ pub struct Report {
     pub command_status: Option<ExitStatus>,
     /// Why tracing stopped.
     pub stopped_by: StoppedBy,
+    /// Every record reached the books, in order: no record was lost,
+    /// malformed or applied out of order. When false, byte counts are
+    /// lower bounds (see `events`).
+    pub complete: bool,
     /// Seconds between the first and last traced event.
     pub duration_s: f64,
     /// The `--unwind` mode: "fp", "dwarf" or "auto".
@@ -68,7 +72,7 @@ pub struct PythonCallerRow {
 }
 
 /// What a growth verdict rests on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Basis {
     /// Resident bytes, sampled in running processes.
@@ -151,6 +155,12 @@ pub struct Events {
     pub stack_errors: u64,
     /// Kernel mapping records (perf) lost: some frames may lack objects.
     pub lost_mapping_records: u64,
+    /// Records that arrived after the reorder window, applied out of
+    /// order: live figures may be off where such calls raced.
+    pub out_of_order: u64,
+    /// Kernel records that did not decode or could not be (a range past
+    /// user space, a call the kernel refuses that succeeded): dropped.
+    pub malformed: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]

@@ -5,6 +5,7 @@
 use std::{convert::Infallible, os::unix::ffi::OsStrExt as _, path::Path};
 
 use super::Session;
+use crate::account::check::check;
 use crate::{
     model::{Call, Event, MemoryKind, StackSource, SyscallEvent, is_shmem_path, map_flags},
     resolve::{NewMapping, objects::name_from_kernel, place::attribute_raw},
@@ -24,10 +25,12 @@ const DRAIN_BATCH: usize = 4096;
 impl Session<'_> {
     /// Decodes every record in the ring buffer into the books.
     ///
-    /// What is in the buffer is decoded first, and the Python code objects
-    /// its calls ran are read before anything slower (unwinding stack
-    /// copies) is done: a code object may be freed at any time, and a
-    /// short-lived process takes its memory with it.
+    /// What is in the buffer is decoded first, and what cannot wait is
+    /// done for all of it (see [`Session::prepare`]: a Python code object
+    /// may be freed at any time, and a short-lived process takes its
+    /// memory with it) before anything slower (unwinding stack copies).
+    /// Events are then applied in the order they took effect
+    /// (`account::order`), which holds each for a moment.
     pub fn drain_events(&mut self) {
         loop {
             let mut batch = Vec::new();
@@ -36,30 +39,56 @@ impl Session<'_> {
                     Some(item) => decode(&item),
                     None => break,
                 };
-                match decoded {
+                match decoded.map_err(|e| e.to_string()).and_then(|event| {
+                    check(&event).map_err(|e| e.to_string())?;
+                    Ok(event)
+                }) {
                     Ok(event) => batch.push(event),
                     Err(error) => {
-                        log::warn!("dropping a malformed record: {error}");
-                        self.book.lost(1, &mut *self.recorder);
+                        // The first few are named; a flood is counted.
+                        if self.malformed < 5 {
+                            log::warn!("dropping a malformed record: {error}");
+                        } else {
+                            log::debug!("dropping a malformed record: {error}");
+                        }
+                        self.malformed += 1;
                     }
                 }
             }
             if batch.is_empty() {
                 return;
             }
-            for event in &batch {
-                if let Event::Syscall(call) = event {
-                    self.languages.on_call(call);
-                }
+            for event in &mut batch {
+                self.prepare(event);
             }
             for event in batch {
-                self.handle(event);
+                self.order.push(event);
             }
+            self.release(0);
         }
     }
 
-    fn handle(&mut self, mut event: Event) {
-        match &mut event {
+    /// Applies the held events that no later record can precede (`now_ns`:
+    /// the clock, when no record says how far time has gone).
+    pub(super) fn release(&mut self, now_ns: u64) {
+        while let Some(event) = self.order.pop_ready(now_ns) {
+            self.handle(event);
+        }
+    }
+
+    /// Applies every held event (the session ends).
+    pub(super) fn release_all(&mut self) {
+        while let Some(event) = self.order.pop() {
+            self.handle(event);
+        }
+    }
+
+    /// What must be done as soon as a record arrives, before it waits its
+    /// turn: read what the process may soon take away (code objects, the
+    /// path of a shared mapping, a joining process's maps), and set up what
+    /// the kernel needs for a new process or image (its Python runtime).
+    fn prepare(&mut self, event: &mut Event) {
+        match event {
             Event::Fork(e) => {
                 self.modules.claim(e.pid);
                 self.drain_perf();
@@ -73,13 +102,20 @@ impl Session<'_> {
                 self.drain_perf();
                 self.languages.recheck(&self.modules, e.pid);
             }
-
             Event::Join(e) => self.seed(e.pid),
             Event::Syscall(call) => {
-                self.unwind(call);
+                self.languages.on_call(call);
+                find_shmem(call);
                 self.enrich(call);
             }
             Event::Exit(e) => self.languages.on_exit(e.pid),
+        }
+    }
+
+    /// Applies an event to the books, in order.
+    fn handle(&mut self, mut event: Event) {
+        if let Event::Syscall(call) = &mut event {
+            self.unwind(call);
         }
         let Session {
             book,
@@ -99,21 +135,16 @@ impl Session<'_> {
     }
 
     /// What only a live session can know, kept in the event so that a
-    /// replay of its trace knows it too: whether a shared file mapping is
-    /// memory (a memfd, /dev/shm), and what a madvise gave back.
+    /// replay of its trace knows it too: what a madvise gave back, as the
+    /// sample before it measured it (taken when the record arrives: a
+    /// sample taken while the record waits its turn would find the pages
+    /// gone already), and, see [`find_shmem`], whether a shared file
+    /// mapping is memory.
     fn enrich(&mut self, call: &mut SyscallEvent) {
-        if call.failed() {
-            return;
-        }
-        match call.call {
-            Call::Mmap { flags, fd, .. } if fd >= 0 && flags & map_flags::SHARED != 0 => {
-                call.shmem = mapped_path(call.pid, call.ret as u64)
-                    .is_some_and(|path| is_shmem_path(path.as_os_str().as_bytes()));
-            }
-            Call::Madvise { addr, len, .. } => {
-                call.resident_returned = Some(self.book.resident_in(call.pid, addr, len));
-            }
-            _ => {}
+        if let Call::Madvise { addr, len, .. } = call.call
+            && !call.failed()
+        {
+            call.resident_returned = Some(self.book.resident_in(call.pid, addr, len));
         }
     }
 
@@ -184,7 +215,6 @@ impl Session<'_> {
     /// Records what a running process already has mapped (a `--pid`
     /// target, or a process that joined the traced cgroup).
     pub fn seed(&mut self, pid: u32) {
-        let read_at = monotonic_ns();
         let entries = match procmaps::read(pid) {
             Ok(entries) => entries,
             Err(error) => {
@@ -192,6 +222,11 @@ impl Session<'_> {
                 return;
             }
         };
+        // The process runs on while its maps are read: a call it makes
+        // meanwhile may or may not show in them. Stamped after the read,
+        // such calls are reconciled with the seed, which tells by what it
+        // holds (`Collector::reconcile_with_seed`).
+        let read_at = monotonic_ns();
         let names: Vec<_> = entries
             .iter()
             .map(|e| name_from_kernel(e.name.as_deref()))
@@ -217,6 +252,19 @@ impl Session<'_> {
             let kind = MemoryKind::of_maps_entry(entry.name.as_deref(), entry.shared);
             collector.seed_preexisting(pid, (entry.start, entry.end), (entry.prot, kind), read_at);
         }
+    }
+}
+
+/// Whether a shared file mapping is memory (a memfd, /dev/shm), read from
+/// /proc as soon as its record arrives: the mapping may be gone soon.
+fn find_shmem(call: &mut SyscallEvent) {
+    if let Call::Mmap { flags, fd, .. } = call.call
+        && fd >= 0
+        && flags & map_flags::SHARED != 0
+        && !call.failed()
+    {
+        call.shmem = mapped_path(call.pid, call.ret as u64)
+            .is_some_and(|path| is_shmem_path(path.as_os_str().as_bytes()));
     }
 }
 

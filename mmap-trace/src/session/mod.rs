@@ -21,7 +21,7 @@ pub use python::Languages;
 pub use stopper::StopWhen;
 
 use crate::{
-    account::{Book, Recorder},
+    account::{Book, Recorder, order::Reorder},
     model::{ExitStatus, StoppedBy, UnwindMode},
     resolve::{AttributionRules, CodeFiles, ModuleMaps},
     sys::{
@@ -57,6 +57,11 @@ pub struct Session<'r> {
     code: CodeFiles,
     /// Python and JIT processes: what names their frames.
     pub languages: Languages,
+    /// Events held until they can be applied in the order they took
+    /// effect.
+    order: Reorder,
+    /// Records that did not decode, or were impossible (`account::check`).
+    pub malformed: u64,
     recorder: &'r mut dyn Recorder,
     interval_ns: u64,
     next_sample_ns: u64,
@@ -80,6 +85,29 @@ impl Signals {
             terminate: signal(SignalKind::terminate())?,
             hangup: signal(SignalKind::hangup())?,
         })
+    }
+}
+
+/// Looks at the books while the session runs (a live view, a status
+/// line), once per tick, and may end the session. The session does not
+/// know who watches, as it does not know who records.
+pub trait Watcher {
+    /// The books after a tick's records and sample; `Some(reason)` ends the
+    /// session as that signal would (a launched command gets SIGTERM).
+    fn tick(&mut self, book: &Book) -> Option<StoppedBy>;
+}
+
+/// Nobody watches.
+impl Watcher for () {
+    fn tick(&mut self, _: &Book) -> Option<StoppedBy> {
+        None
+    }
+}
+
+/// Somebody watches, or nobody.
+impl<W: Watcher> Watcher for Option<W> {
+    fn tick(&mut self, book: &Book) -> Option<StoppedBy> {
+        self.as_mut()?.tick(book)
     }
 }
 
@@ -119,6 +147,8 @@ impl<'r> Session<'r> {
             rules: parts.rules,
             code: CodeFiles::default(),
             languages: Languages::new(parts.python),
+            order: Reorder::default(),
+            malformed: 0,
             recorder: parts.recorder,
 
             interval_ns: parts.interval.as_nanos() as u64,
@@ -131,9 +161,19 @@ impl<'r> Session<'r> {
         &self.rules
     }
 
-    /// Runs until `stop` says so; then drains what is left and reaps a
-    /// launched command.
-    pub async fn run(&mut self, stop: StopWhen, signals: Signals) -> std::io::Result<SessionEnd> {
+    /// Records that came too late to be put in order.
+    pub fn out_of_order(&self) -> u64 {
+        self.order.late
+    }
+
+    /// Runs until `stop` (or `watcher`) says so; then drains what is left
+    /// and reaps a launched command.
+    pub async fn run(
+        &mut self,
+        stop: StopWhen,
+        signals: Signals,
+        watcher: &mut dyn Watcher,
+    ) -> std::io::Result<SessionEnd> {
         // SAFETY: the ring buffer's descriptor stays open (owned by `self`)
         // for as long as this registration, which ends with this function.
         let mut ring = unsafe {
@@ -156,8 +196,12 @@ impl<'r> Session<'r> {
                 }
                 _ = tick.tick() => {
                     self.drain_events();
+                    self.release(monotonic_ns());
                     self.drain_perf();
                     self.sample_if_due(false);
+                    if let Some(reason) = watcher.tick(&self.book) {
+                        stopper.on_signal(reason, libc::SIGTERM, false);
+                    }
                     if let Some(reason) = stopper.check() {
                         break reason;
                     }
@@ -172,6 +216,7 @@ impl<'r> Session<'r> {
         // Every record of an exited process was submitted before it exited.
         self.drain_events();
         self.drain_perf();
+        self.release_all();
         self.sample_if_due(true);
         let command_status = match &stopper.stop.command {
             Some(command) => Some(launch::reap(command.pid)?),

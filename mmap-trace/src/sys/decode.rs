@@ -192,6 +192,7 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
         pid,
         tid,
         time_ns,
+        enter_ns: fields.u64(offset_of!(SyscallRecord, enter_ns)),
         call,
         ret: fields.i64(offset_of!(SyscallRecord, ret)),
         user_ip: fields.u64(offset_of!(SyscallRecord, user_ip)),

@@ -27,8 +27,19 @@ pub enum TraceError {
     },
     #[error("eBPF map {0}: {1}")]
     Map(&'static str, String),
-    #[error("opening the kernel's mapping records (perf_event_open) failed: {0}")]
+    #[error("opening the kernel's mapping records (perf_event_open) failed: {0}{hint}", hint = perf_hint(.0))]
     Perf(std::io::Error),
+}
+
+/// What a refused perf event most often means for a user holding
+/// CAP_PERFMON without CAP_SYS_ADMIN: Debian's kernels default to
+/// `perf_event_paranoid` 3, which reserves perf events to CAP_SYS_ADMIN.
+fn perf_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::PermissionDenied {
+        " (without CAP_SYS_ADMIN, perf events need sysctl kernel.perf_event_paranoid=2 or lower)"
+    } else {
+        ""
+    }
 }
 
 impl TraceError {

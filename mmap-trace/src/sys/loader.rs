@@ -19,7 +19,8 @@ use crate::model::{KernelCounters, UnwindMode};
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mmap-trace-ebpf"));
 
 /// Program names: the BPF object names `bpftool prog` shows.
-pub const PROGRAM_NAMES: [&str; 5] = [
+pub const PROGRAM_NAMES: [&str; 6] = [
+    "mmtrace_enter",
     "mmtrace_exit",
     "mmtrace_fork",
     "mmtrace_exec",
@@ -100,6 +101,7 @@ impl Tracer {
             start_ebpf_logger(&mut ebpf);
         }
         for (program, tracepoint) in [
+            ("mmtrace_enter", "sys_enter"),
             ("mmtrace_exit", "sys_exit"),
             ("mmtrace_fork", "sched_process_fork"),
             ("mmtrace_exec", "sched_process_exec"),

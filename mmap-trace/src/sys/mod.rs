@@ -21,4 +21,5 @@ pub mod rules_map;
 
 pub mod status;
 pub mod targets;
+pub mod terminal;
 pub mod usage;

@@ -2,10 +2,23 @@
 
 use crate::model::ProcessRss;
 
-/// Reads the figures of `pid`; `None` once it is gone.
+/// Reads the figures of `pid`; `None` once it is gone, or going: a zombie,
+/// or a process whose memory is already torn down (no `VmRSS`), has no
+/// resident set to speak of, and a 0 would read as memory given back.
 pub fn read(pid: u32) -> Option<ProcessRss> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    Some(parse(pid, &status))
+    of_living(pid, &status)
+}
+
+fn of_living(pid: u32, status: &str) -> Option<ProcessRss> {
+    let state = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))?
+        .trim_start();
+    if state.starts_with(['Z', 'X']) || !status.lines().any(|l| l.starts_with("VmRSS:")) {
+        return None;
+    }
+    Some(parse(pid, status))
 }
 
 fn parse(pid: u32, status: &str) -> ProcessRss {
@@ -30,6 +43,20 @@ fn parse(pid: u32, status: &str) -> ProcessRss {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dying_have_no_resident_set() {
+        let zombie = "Name:\tx\nState:\tZ (zombie)\n";
+        assert_eq!(of_living(3, zombie), None);
+        let torn_down = "Name:\tx\nState:\tR (running)\n";
+        assert_eq!(
+            of_living(3, torn_down),
+            None,
+            "no VmRSS: its memory is gone"
+        );
+        let alive = "Name:\tx\nState:\tS (sleeping)\nVmRSS:\t4 kB\n";
+        assert_eq!(of_living(3, alive).map(|r| r.vm_rss), Some(4096));
+    }
 
     #[test]
     fn parses_status() {

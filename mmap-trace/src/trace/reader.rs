@@ -1,19 +1,18 @@
 //! Reading a trace back into a [`Recording`], through the same books a
 //! live session keeps.
 
-use std::{
-    collections::HashMap,
-    fs::File,
-    io::{self, BufReader},
-    path::Path,
-};
+use std::{collections::HashMap, io, path::Path};
 
 use super::{
     FORMAT, VERSION,
+    lines::{Flow, Position, for_each_line, parse},
     v1::{Line, ObjectNames},
 };
 use crate::{
-    account::{Book, Header, Recording, RecordingEnd},
+    account::{
+        Book, Header, Recording, RecordingEnd,
+        check::{Timekeeper, check},
+    },
     model::{Event, StackId},
     resolve::{Attribution, Resolved, ResolvedStack},
 };
@@ -29,47 +28,55 @@ pub enum TraceFileError {
         line: usize,
         problem: String,
     },
+    #[error("{path}: record {record}: {problem}")]
+    AtRecord {
+        path: String,
+        record: usize,
+        problem: String,
+    },
     #[error(
         "{path}: ends after line {lines} without its final record: the recording was cut short"
     )]
     Truncated { path: String, lines: usize },
+    #[error(
+        "{path}: ends after record {records} without its final record: the recording was cut short"
+    )]
+    TruncatedRecords { path: String, records: usize },
     #[error("{path}: empty, not a trace")]
     Empty { path: String },
 }
 
-/// Replays a trace file into a recording.
+/// Replays a trace file (version 1 or 2) into a recording.
 pub fn replay(path: &Path) -> Result<Recording, TraceFileError> {
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|cause| TraceFileError::Read {
-        path: name.clone(),
-        cause,
+    let mut replay = Replay::new(&name);
+    let mut end = None;
+    for_each_line(path, |position, line| {
+        end = replay.line(position, line)?;
+        Ok(if end.is_some() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
     })?;
-    replay_from(BufReader::new(file), &name)
+    match end {
+        Some(end) => Ok(replay.finish(end)),
+        None => Err(replay.cut_short()),
+    }
 }
 
-/// Replays trace lines from `input` (`name` is for errors).
+/// Replays version 1 trace lines from `input` (`name` is for errors).
 pub fn replay_from(input: impl io::BufRead, name: &str) -> Result<Recording, TraceFileError> {
     let mut replay = Replay::new(name);
     for (index, text) in input.lines().enumerate() {
-        let number = index + 1;
-        let text = text.map_err(|e| replay.at(number, format!("unreadable: {e}")))?;
-        let line = parse(&text).map_err(|problem| replay.at(number, problem))?;
-        if let Some(end) = replay.line(number, line)? {
+        let position = Position::Line(index + 1);
+        let text = text.map_err(|e| replay.at(position, format!("unreadable: {e}")))?;
+        let line = parse(&text).map_err(|problem| replay.at(position, problem))?;
+        if let Some(end) = replay.line(position, line)? {
             return Ok(replay.finish(end));
         }
     }
     Err(replay.cut_short())
-}
-
-/// One line of JSON as a trace record.
-fn parse(text: &str) -> Result<Line<'_>, String> {
-    serde_json::from_str(text).map_err(|e| {
-        if e.is_eof() {
-            "the record is cut short".to_owned()
-        } else {
-            format!("not a trace record ({e})")
-        }
-    })
 }
 
 /// A replay under way.
@@ -80,11 +87,14 @@ struct Replay<'n> {
     /// Attributions by stack, from `stack_seen` lines.
     seen: HashMap<StackId, Attribution>,
     /// An event waits for the `stack_seen` lines that follow it, with its
-    /// line number.
-    pending: Option<(usize, Event)>,
+    /// position.
+    pending: Option<(Position, Event)>,
     objects: ObjectNames,
     stacks: HashMap<StackId, ResolvedStack>,
-    lines: usize,
+    /// Where the last line read was.
+    last: Option<Position>,
+    /// Events keep time.
+    clock: Timekeeper,
 }
 
 impl<'n> Replay<'n> {
@@ -97,25 +107,22 @@ impl<'n> Replay<'n> {
             pending: None,
             objects: ObjectNames::default(),
             stacks: HashMap::new(),
-            lines: 0,
+            last: None,
+            clock: Timekeeper::default(),
         }
     }
 
-    fn at(&self, line: usize, problem: String) -> TraceFileError {
-        TraceFileError::At {
-            path: self.name.to_owned(),
-            line,
-            problem,
-        }
+    fn at(&self, position: Position, problem: String) -> TraceFileError {
+        position.error(self.name, problem)
     }
 
     /// Takes one line; returns the ending once the last line is in.
     fn line(
         &mut self,
-        number: usize,
+        number: Position,
         line: Line<'_>,
     ) -> Result<Option<RecordingEnd>, TraceFileError> {
-        self.lines = number;
+        self.last = Some(number);
         if !matches!(line, Line::StackSeen { .. }) {
             self.apply_pending()?;
         }
@@ -132,7 +139,19 @@ impl<'n> Replay<'n> {
                 self.seen.insert(StackId(id), attribution);
             }
             Line::Lost { records } => self.book.lost(records, &mut ()),
-            Line::Sample(sample) => self.book.timeline.push(sample.into_owned()),
+            Line::Sample(sample) => {
+                if let Some(last) = self.book.timeline.last()
+                    // (NaN is no time either.)
+                    && sample.time_s.partial_cmp(&last.time_s).is_none_or(|o| o.is_lt())
+                {
+                    let problem = format!(
+                        "time runs backwards: a sample at {} s after one at {} s",
+                        sample.time_s, last.time_s
+                    );
+                    return Err(self.at(number, problem));
+                }
+                self.book.timeline.push(sample.into_owned());
+            }
             Line::Stack { id, stack } => {
                 if !self.book.collector.stacks.contains(StackId(id)) {
                     return Err(self.at(number, format!("stack {id} was never used")));
@@ -148,14 +167,14 @@ impl<'n> Replay<'n> {
         Ok(None)
     }
 
-    fn start(&mut self, number: usize, header: Header) -> Result<(), TraceFileError> {
+    fn start(&mut self, number: Position, header: Header) -> Result<(), TraceFileError> {
         if header.format != FORMAT {
             let problem = format!("format {:?} is not {FORMAT:?}", header.format);
             return Err(self.at(number, problem));
         }
-        if header.version != VERSION {
+        if !(1..=VERSION).contains(&header.version) {
             let problem = format!(
-                "trace version {} is not supported (this mmap-trace reads {VERSION})",
+                "trace version {} is not supported (this mmap-trace reads 1 to {VERSION})",
                 header.version
             );
             return Err(self.at(number, problem));
@@ -164,11 +183,14 @@ impl<'n> Replay<'n> {
         Ok(())
     }
 
-    /// Applies the event waiting for its attributions.
+    /// Applies the event waiting for its attributions, if it can be.
     fn apply_pending(&mut self) -> Result<(), TraceFileError> {
         let Some((number, event)) = self.pending.take() else {
             return Ok(());
         };
+        check(&event)
+            .and_then(|()| self.clock.check(&event))
+            .map_err(|impossible| self.at(number, impossible.to_string()))?;
         let seen = &self.seen;
         let result = self
             .book
@@ -186,14 +208,18 @@ impl<'n> Replay<'n> {
     }
 
     fn cut_short(&self) -> TraceFileError {
-        if self.header.is_none() {
-            return TraceFileError::Empty {
+        match self.last {
+            _ if self.header.is_none() => TraceFileError::Empty {
                 path: self.name.to_owned(),
-            };
-        }
-        TraceFileError::Truncated {
-            path: self.name.to_owned(),
-            lines: self.lines,
+            },
+            Some(Position::Record(records)) => TraceFileError::TruncatedRecords {
+                path: self.name.to_owned(),
+                records,
+            },
+            last => TraceFileError::Truncated {
+                path: self.name.to_owned(),
+                lines: last.map_or(0, Position::number),
+            },
         }
     }
 }
@@ -225,6 +251,8 @@ mod tests {
             unwinding: UnwindCounts::default(),
             tracer: TracerUsage::default(),
             lost_mapping_records: 0,
+            out_of_order: 0,
+            malformed: 0,
             executables: Default::default(),
         }
     }

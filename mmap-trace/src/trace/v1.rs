@@ -57,6 +57,9 @@ pub struct SyscallLine<'a> {
     pub pid: u32,
     pub tid: u32,
     pub time_ns: u64,
+    /// When the call entered (added within version 1; 0 or absent: unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub enter_ns: u64,
     pub call: Call,
     pub ret: i64,
     pub user_ip: u64,
@@ -91,6 +94,10 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 /// A stop reason from a trace that only says whether the walk was cut.
 fn stop_from(truncated: bool, stop: Option<StopReason>) -> StopReason {
     match (stop, truncated) {
@@ -107,6 +114,7 @@ impl<'a> From<&'a Event> for EventLine<'a> {
                 pid: e.pid,
                 tid: e.tid,
                 time_ns: e.time_ns,
+                enter_ns: e.enter_ns,
                 call: e.call,
                 ret: e.ret,
                 user_ip: e.user_ip,
@@ -139,6 +147,7 @@ impl From<EventLine<'_>> for Event {
                 pid: e.pid,
                 tid: e.tid,
                 time_ns: e.time_ns,
+                enter_ns: e.enter_ns,
                 call: e.call,
                 ret: e.ret,
                 user_ip: e.user_ip,
@@ -262,6 +271,30 @@ impl ObjectNames {
             stop: stop_from(line.truncated, line.stop),
             attribution: line.attribution,
             python_cut: line.python_cut,
+        }
+    }
+}
+
+/// An event line that owns what it holds.
+pub fn owned_event(event: Event) -> EventLine<'static> {
+    EventLine::from(&event).into_owned()
+}
+
+impl EventLine<'_> {
+    /// The same line, owning what it borrowed.
+    pub fn into_owned(self) -> EventLine<'static> {
+        let owned = |cow: Cow<'_, ProcessEvent>| Cow::Owned(cow.into_owned());
+        match self {
+            EventLine::Syscall(e) => EventLine::Syscall(SyscallLine {
+                stack: Cow::Owned(e.stack.into_owned()),
+                window: Cow::Owned(e.window.into_owned()),
+                python: Cow::Owned(e.python.into_owned()),
+                ..e
+            }),
+            EventLine::Exec(e) => EventLine::Exec(owned(e)),
+            EventLine::Exit(e) => EventLine::Exit(owned(e)),
+            EventLine::Fork(e) => EventLine::Fork(owned(e)),
+            EventLine::Join(e) => EventLine::Join(owned(e)),
         }
     }
 }

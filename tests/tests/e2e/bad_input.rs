@@ -1,9 +1,9 @@
 //! Bad input: one clear line on stderr, a non-zero exit, no panic, and
 //! nothing left attached.
 
-use std::{os::unix::fs::PermissionsExt as _, process::Command};
+use std::process::Command;
 
-use mmap_trace_tests::{Run, begin, mmap_trace, mmap_trace_bin, wait_with_timeout};
+use mmap_trace_tests::{Run, begin, mmap_trace};
 
 fn assert_one_clear_line(run: &Run, code: i32, needle: &str) {
     assert_eq!(run.status.code(), Some(code), "stderr: {}", run.stderr);
@@ -47,27 +47,7 @@ fn nothing_to_trace() {
 #[test]
 fn without_root() {
     let _e2e = begin();
-    // A copy anyone may run (the build directory may sit under /root).
-    let dir = std::env::temp_dir().join(format!("mmap-trace-unprivileged-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = dir.join("mmap-trace");
-    std::fs::copy(mmap_trace_bin(), &bin).unwrap();
-    let child = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&bin)
-        .args(["record", "--", "true"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("setpriv (util-linux)");
-    let run = wait_with_timeout(child);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let run = mmap_trace_tests::run_as_nobody("", &[], &["record", "--", "true"]);
     assert_one_clear_line(&run, 1, "permission denied");
 }
 
@@ -76,11 +56,11 @@ fn a_full_disk() {
     let _e2e = begin();
     let run = mmap_trace(&["record", "-o", "/dev/full", "--", "true"]);
     assert_one_clear_line(&run, 1, "No space left on device");
-    // A trace on a tiny filesystem fills it.
+    // A trace on a tiny filesystem (one page) fills it.
     let dir = mmap_trace_tests::scratch_path("full");
     std::fs::create_dir_all(&dir).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", "size=4k", "tmpfs"])
         .arg(&dir)
         .status()
         .unwrap();
@@ -93,8 +73,12 @@ fn a_full_disk() {
         trace.to_str().unwrap(),
         "--",
         lab.to_str().unwrap(),
-        "64",
+        "400",
     ]);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
     let unmounted = Command::new("umount").arg(&dir).status().unwrap();
     assert!(unmounted.success(), "umount {}", dir.display());
     std::fs::remove_dir(&dir).unwrap();
@@ -104,4 +88,32 @@ fn a_full_disk() {
     assert!(
         lines[0].contains("cannot write the trace") && lines[0].contains("No space left on device")
     );
+    assert!(
+        left.is_empty(),
+        "no file that looks like a trace is left: {left:?}"
+    );
+}
+
+/// A link another user planted (say in /tmp) is never written through: the
+/// file it points to stays as it was.
+#[test]
+fn another_users_symlink_is_not_followed() {
+    let _e2e = begin();
+    let dir = mmap_trace_tests::scratch_path("links");
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "keep").unwrap();
+    let link = dir.join("report.json");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    // nobody (65534) owns the link.
+    std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    let run = mmap_trace(&["record", "-o", link.to_str().unwrap(), "--", "true"]);
+    let said = std::fs::read_to_string(&victim).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_one_clear_line(&run, 1, "refusing to write through");
+    assert!(
+        run.stderr
+            .contains("a symbolic link owned by another user (uid 65534)")
+    );
+    assert_eq!(said, "keep");
 }

@@ -138,3 +138,63 @@ fn brk_and_shared_memory_are_traced_and_kept_apart() {
     assert_eq!(report.u64("events.brk"), 0);
     assert_eq!(report.u64("events.shmat"), 0);
 }
+
+/// 8 threads racing on one address space (tests/fixtures/hammer.c): ranges
+/// freed by one thread are mapped by another before the first thread's
+/// call has returned. Calls applied in the order they took effect leave
+/// exactly the fixture's final state, and no unmap of a range never seen
+/// mapped. (A large buffer: the debug build's user space is slow, and the
+/// question here is order, not speed; `cargo xtask bench` measures the
+/// default buffer at this rate.)
+#[test]
+fn racing_threads_leave_the_exact_final_state() {
+    let _e2e = begin();
+    let (threads, iterations) = (8u64, 20_000u64);
+    let (report, run) = record_json(
+        &["--syscalls", "mmap", "--buffer-size", "512"],
+        &[
+            fixture("hammer").into_os_string(),
+            threads.to_string().into(),
+            iterations.to_string().into(),
+        ],
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(report.u64("events.lost"), 0, "nothing lost");
+    assert_eq!(report.u64("events.out_of_order"), 0);
+    assert_eq!(
+        report.u64("events.mmap"),
+        threads * (iterations + iterations / 1000) + mmaps_before_main(&report)
+    );
+    assert_eq!(
+        report.u64("totals.unknown_unmapped_bytes"),
+        0,
+        "no unmap of a range never seen mapped"
+    );
+    let hammer = report.stacks_through("hammer_map");
+    assert_eq!(
+        sum(&hammer, "mapped_bytes"),
+        threads * iterations * 4 * PAGE
+    );
+    assert_eq!(sum(&hammer, "live_bytes"), 0, "every page unmapped");
+    let kept = report.stacks_through("keep_map");
+    assert_eq!(
+        sum(&kept, "live_bytes"),
+        threads * iterations / 1000 * 2 * PAGE
+    );
+    assert_eq!(sum(&kept, "live_regions"), threads * iterations / 1000);
+}
+
+/// The mmap calls not made by the fixture's own code (the loader, libc,
+/// thread stacks).
+fn mmaps_before_main(report: &mmap_trace_tests::Report) -> u64 {
+    report
+        .stacks()
+        .iter()
+        .filter(|s| {
+            !mmap_trace_tests::symbols(s)
+                .iter()
+                .any(|&f| f == "hammer_map" || f == "keep_map")
+        })
+        .map(|s| s["mmap_calls"].as_u64().unwrap_or(0))
+        .sum()
+}

@@ -68,6 +68,25 @@ fn stacks_from<'r>(report: &'r Report, function: &str, line: u64) -> Vec<&'r Val
         .collect()
 }
 
+/// Every stack's innermost Python frames, stop reason and live bytes: what
+/// a failed assertion shows, so that a failure in CI explains itself.
+fn python_stacks(report: &Report) -> String {
+    report
+        .stacks()
+        .iter()
+        .map(|s| {
+            let python = python_frames(s);
+            format!(
+                "\n  {:?} {} live={} calls={}",
+                &python[..python.len().min(3)],
+                s["stop_reason"],
+                s["live_bytes"],
+                s["mmap_calls"]
+            )
+        })
+        .collect()
+}
+
 /// The "By Python caller" row of `function`.
 fn caller_row<'r>(report: &'r Report, function: &str) -> &'r Value {
     report.0["by_python_caller"]
@@ -107,7 +126,8 @@ fn python_functions_and_lines_that_map_under_every_cpython() {
         assert_eq!(
             mmap_trace_tests::sum(&main, "live_bytes"),
             15 * PAGE,
-            "{version}"
+            "{version}: {}",
+            python_stacks(&report)
         );
         assert_eq!(mmap_trace_tests::sum(&main, "mmap_calls"), 3, "{version}");
         for stack in &main {
@@ -139,7 +159,8 @@ fn python_functions_and_lines_that_map_under_every_cpython() {
         assert_eq!(
             mmap_trace_tests::sum(&allocate, "live_bytes"),
             8 * PAGE,
-            "{version}"
+            "{version}: {}",
+            python_stacks(&report)
         );
         let callers: Vec<u64> = allocate.iter().map(|s| python_frames(s)[1].2).collect();
         assert!(
@@ -152,7 +173,8 @@ fn python_functions_and_lines_that_map_under_every_cpython() {
         assert_eq!(
             mmap_trace_tests::sum(&thread, "live_bytes"),
             14 * PAGE,
-            "{version}"
+            "{version}: {}",
+            python_stacks(&report)
         );
         assert_eq!(mmap_trace_tests::sum(&thread, "mmap_calls"), 2, "{version}");
         for stack in &thread {

@@ -37,10 +37,34 @@ fn a_trace_reports_exactly_what_the_live_run_did() {
             .any(|f| f["symbol"] == "map_pages")
     }));
 
-    // Cut mid-record, then at a record boundary: one clear line each.
-    let text = std::fs::read_to_string(&trace).unwrap();
-    let lines = text.lines().count();
+    // A compact trace cut short: one clear line.
+    let bytes = std::fs::read(&trace).unwrap();
     let cut = scratch_path("cut.mtrace");
+    std::fs::write(&cut, &bytes[..bytes.len() - 30]).unwrap();
+    let run = mmap_trace(&["report", cut.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1));
+    let said = run.stderr.trim();
+    assert!(
+        said.starts_with(&format!(
+            "mmap-trace: {}: ends after record ",
+            cut.display()
+        )) && said.ends_with("without its final record: the recording was cut short"),
+        "{said}"
+    );
+
+    // `dump` prints it as JSON lines (version 1), which report the same.
+    let dumped = mmap_trace(&["dump", trace_arg]);
+    assert!(dumped.status.success(), "{}", dumped.stderr);
+    let text = dumped.stdout;
+    let v1 = scratch_path("basic-v1.mtrace");
+    std::fs::write(&v1, &text).unwrap();
+    let from_v1 = mmap_trace(&["report", "-f", "json", v1.to_str().unwrap()]);
+    let from_v1: Value = serde_json::from_str(&from_v1.stdout).expect("report of the dump");
+    assert_eq!(from_v1, live, "the dump holds the whole trace");
+    std::fs::remove_file(&v1).unwrap();
+
+    // Version 1 cut mid-record, then at a record boundary.
+    let lines = text.lines().count();
     std::fs::write(&cut, &text[..text.len() - 30]).unwrap();
     let run = mmap_trace(&["report", cut.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(1));
@@ -137,4 +161,68 @@ fn diff_shows_the_leak_gone_after_the_fix() {
     assert!(text.stdout.contains("RES. GROWTH BEF"), "{}", text.stdout);
     std::fs::remove_file(&leaking).unwrap();
     std::fs::remove_file(&fixed).unwrap();
+}
+
+/// A trace whose records could not have happened is an error naming the
+/// record, never a report.
+#[test]
+fn impossible_records_in_a_trace_are_errors() {
+    let _e2e = begin();
+    let trace = scratch_path("impossible.mtrace");
+    let basic = fixture("basic");
+    let live = mmap_trace(&[
+        "record",
+        "-o",
+        trace.to_str().unwrap(),
+        "--",
+        basic.to_str().unwrap(),
+    ]);
+    assert_eq!(live.status.code(), Some(3), "{}", live.stderr);
+    let dumped = mmap_trace(&["dump", trace.to_str().unwrap()]);
+    assert!(dumped.status.success(), "{}", dumped.stderr);
+    let text = dumped.stdout;
+    let (index, line) = text
+        .lines()
+        .enumerate()
+        .find(|(_, l)| l.contains("\"munmap\":{") && l.contains("\"len\":32768"))
+        .expect("the fixture's munmap of 8 pages");
+    let edited = scratch_path("impossible-edited.mtrace");
+    for (change, says) in [
+        (
+            // An unmap whose length wraps the address space.
+            ("\"len\":32768", "\"len\":18446744073709551000"),
+            "runs past the end of user space",
+        ),
+        (
+            ("\"len\":32768", "\"len\":0"),
+            "a munmap of 0 bytes succeeded (the kernel refuses it)",
+        ),
+    ] {
+        assert!(line.contains(change.0), "{line}");
+        let bad: String = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let l = if i == index {
+                    l.replace(change.0, change.1)
+                } else {
+                    l.to_owned()
+                };
+                l + "\n"
+            })
+            .collect();
+        std::fs::write(&edited, bad).unwrap();
+        let run = mmap_trace(&["report", edited.to_str().unwrap()]);
+        assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+        let prefix = format!("mmap-trace: {}:{}: ", edited.display(), index + 1);
+        assert!(
+            run.stderr.starts_with(&prefix) && run.stderr.trim_end().ends_with(says),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stdout.is_empty());
+    }
+    std::fs::remove_file(&edited).unwrap();
+    std::fs::remove_file(&trace).unwrap();
 }

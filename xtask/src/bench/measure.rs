@@ -127,7 +127,7 @@ impl Workload {
     }
 
     /// Runs the loop; returns its ns per pair.
-    fn go(mut self) -> anyhow::Result<f64> {
+    pub fn go(mut self) -> anyhow::Result<f64> {
         self.child.stdin.take().expect("piped").write_all(b"go\n")?;
         let mut line = String::new();
         self.out.read_line(&mut line)?;

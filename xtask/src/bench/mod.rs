@@ -17,10 +17,12 @@
 //! 3. the pairs from Python code (bench/workload.py): mmap-trace with
 //!    Python frames (the default) and with `--python off`.
 //! 4. what a sample of resident memory costs with 100,000 live regions.
+//! 5. the bytes a trace takes per event (version 2, and as JSON lines).
 
 mod measure;
 mod sampling;
 mod table;
+mod trace_size;
 
 use std::{fs, io::Write as _, path::Path};
 
@@ -33,8 +35,9 @@ const DEFAULT_PAIRS: u64 = 200_000;
 const DEFAULT_ROUNDS: usize = 5;
 const SAMPLED_REGIONS: u64 = 100_000;
 
-/// The pairs workload's tracers.
-const TRACERS: [Tracer; 6] = [
+/// The pairs workload's tracers. `--metrics-addr` (port 0: a free one)
+/// next to plain auto shows what keeping the Prometheus metrics costs.
+const TRACERS: [Tracer; 7] = [
     Tracer::Untraced,
     Tracer::MmapTrace {
         unwind: "fp",
@@ -47,6 +50,10 @@ const TRACERS: [Tracer; 6] = [
     Tracer::MmapTrace {
         unwind: "auto",
         extra: &[],
+    },
+    Tracer::MmapTrace {
+        unwind: "auto",
+        extra: &["--metrics-addr", "127.0.0.1:0"],
     },
     Tracer::Bpftrace,
     Tracer::PerfRecord,
@@ -86,6 +93,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let advising = rounds_of(&setup, WorkloadKind::Advising, &ADVISE_TRACERS, rounds)?;
     let python = rounds_of(&setup, WorkloadKind::Python, &PYTHON_TRACERS, rounds)?;
     let sampling = sampling::measure(&setup, SAMPLED_REGIONS)?;
+    let trace_size = trace_size::measure(&setup)?;
     table::print(
         &format!(
             "mmap-trace bench: {pairs} mmap+munmap pairs of 64 KiB through a 3-deep call chain \
@@ -119,6 +127,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         &python,
     );
     sampling.print();
+    trace_size.print();
     Ok(())
 }
 
@@ -130,9 +139,23 @@ fn prepare(pairs: u64) -> anyhow::Result<Setup> {
     }
     crate::setup::packages(&["bpftrace", "linux-perf"])?;
     mount_tracefs()?;
+    let (dir, workload) = build("target/bench")?;
+    let root = cmd::workspace_root();
+    Ok(Setup {
+        workload,
+        python_workload: root.join("bench/workload.py"),
+        mmap_trace: root.join("target/release/mmap-trace"),
+        dir,
+        pairs,
+    })
+}
+
+/// Builds mmap-trace (release) and the workload into `dir` (under the
+/// workspace); returns the folder and the workload's path.
+pub fn build(dir: &str) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
     run_cmd(command("cargo").args(["build", "--release", "-p", "mmap-trace"]))?;
     let root = cmd::workspace_root();
-    let dir = root.join("target/bench");
+    let dir = root.join(dir);
     fs::create_dir_all(&dir)?;
     let workload = dir.join("workload");
     run_cmd(
@@ -141,13 +164,7 @@ fn prepare(pairs: u64) -> anyhow::Result<Setup> {
             .arg(&workload)
             .arg(root.join("bench/workload.c")),
     )?;
-    Ok(Setup {
-        workload,
-        python_workload: root.join("bench/workload.py"),
-        mmap_trace: root.join("target/release/mmap-trace"),
-        dir,
-        pairs,
-    })
+    Ok((dir, workload))
 }
 
 /// `rounds` interleaved rounds of every tracer on one workload.

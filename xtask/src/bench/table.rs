@@ -19,7 +19,7 @@ pub fn print(
     let base = median(&mut samples[0].iter().map(|s| s.ns_per_pair).collect::<Vec<_>>());
     println!("\n{title}");
     println!(
-        "{:<48} {:>9} {:>9} {:>17} {:>9} {:>11} {:>10} {:>10}",
+        "{:<52} {:>9} {:>9} {:>17} {:>9} {:>11} {:>10} {:>10}",
         "tracer",
         "ns/pair",
         "vs none",
@@ -42,7 +42,7 @@ pub fn print(
         let written = pick(|s| s.written.map(|w| w as f64));
         let dash = || "-".to_owned();
         println!(
-            "{:<48} {:>9.1} {:>8.2}x {:>17} {:>9} {:>11} {:>10} {:>10}",
+            "{:<52} {:>9.1} {:>8.2}x {:>17} {:>9} {:>11} {:>10} {:>10}",
             tracer.label(),
             ns,
             ns / base,

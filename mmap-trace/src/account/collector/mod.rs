@@ -268,15 +268,20 @@ impl Collector {
     }
 
     fn reconcile_with_seed(&mut self, mut change: Change) {
-        change.released.retain(|&(origin, bytes)| {
-            if origin == Origin::PreExisting {
-                // Not pre-existing after all: this call made it.
-                self.bytes.preexisting = self.bytes.preexisting.saturating_sub(bytes);
-                false
-            } else {
-                true
+        // Seeded bytes this call replaced, up to what it mapped itself, were
+        // its own mapping, read into the seed: not pre-existing after all.
+        // Beyond that (all of an unmap's), they were there before the call
+        // and are released as pre-existing: the read came before the call.
+        let mut made_here = change.mapped;
+        for (origin, bytes) in &mut change.released {
+            if *origin == Origin::PreExisting {
+                let own = (*bytes).min(made_here);
+                made_here -= own;
+                *bytes -= own;
+                self.bytes.preexisting = self.bytes.preexisting.saturating_sub(own);
             }
-        });
+        }
+        change.released.retain(|&(_, bytes)| bytes > 0);
         // Unmapped before the read, so absent from it, yet mapped before we
         // traced the process: pre-existing.
         self.bytes.preexisting_unmapped += change.unknown_released;

@@ -239,3 +239,30 @@ fn reserved_and_accessible_bytes_per_stack_and_kind() {
     assert_eq!(c.holdings(), holdings);
     assert_eq!(c.kind_totals(), kinds);
 }
+
+#[test]
+fn calls_made_while_the_seed_was_read_are_reconciled_by_what_it_holds() {
+    let mut c = Collector::default();
+    // Read from t=50 to t=100, stamped 100. The munmap at t=60 came after
+    // the read had passed its region (still in the seed); the mmap at t=70
+    // came before the read reached its region (not in the seed).
+    c.seed_preexisting(7, (0x10000, 0x10000 + 2 * P), RW_ANON, 100);
+    c.handle(syscall(
+        7,
+        Call::Munmap {
+            addr: 0x10000,
+            len: 2 * P,
+        },
+        0,
+        &[1],
+    ));
+    c.handle(syscall(7, mmap(3 * P), 0x40000, &[2]));
+    assert_eq!(c.bytes.preexisting, 2 * P);
+    assert_eq!(
+        c.bytes.preexisting_unmapped,
+        2 * P,
+        "released as pre-existing"
+    );
+    assert_eq!(c.bytes.unknown_unmapped, 0);
+    assert_eq!(c.bytes.mapped, 3 * P);
+}

@@ -42,6 +42,21 @@ fn header(out: &mut impl Write, report: &Report) -> fmt::Result {
         report.unwinder.description(),
         report.stopped_by,
     )?;
+    if !report.complete {
+        let e = &report.events;
+        writeln!(
+            out,
+            "INCOMPLETE: {} records lost, {} malformed, {} out of order: the byte counts below are lower bounds{}",
+            e.lost,
+            e.malformed,
+            e.out_of_order,
+            if e.lost > 0 {
+                " (try a larger --buffer-size)"
+            } else {
+                ""
+            }
+        )?;
+    }
     if let Some(command) = &report.command {
         write!(out, "command: {}", command.join(" "))?;
         if let Some(status) = &report.command_status {
@@ -229,6 +244,20 @@ fn totals(out: &mut impl Write, report: &Report) -> fmt::Result {
         e.stack_errors,
         e.lost_mapping_records
     )?;
+    if e.malformed > 0 {
+        writeln!(
+            out,
+            "        {} malformed records dropped (they did not decode, or could not be; the first are named on stderr)",
+            e.malformed
+        )?;
+    }
+    if e.out_of_order > 0 {
+        writeln!(
+            out,
+            "        {} records arrived too late to be put in order: live figures may be off where those calls raced",
+            e.out_of_order
+        )?;
+    }
     writeln!(
         out,
         "bytes:  mapped {}, unmapped {}, live {} in {} regions (an exited process's mappings count as live at exit)",
@@ -282,13 +311,6 @@ fn totals(out: &mut impl Write, report: &Report) -> fmt::Result {
             bytes(t.preexisting_bytes),
             bytes(t.preexisting_unmapped_bytes),
             bytes(t.unknown_unmapped_bytes)
-        )?;
-    }
-    if e.lost > 0 {
-        writeln!(
-            out,
-            "warning: {} records were lost; byte counts are incomplete (try a larger --buffer-size)",
-            e.lost
         )?;
     }
     Ok(())

@@ -50,6 +50,7 @@ fn renders_every_section() {
         command: Some(vec!["./lab".into(), "8".into()]),
         command_status: Some(ExitStatus::Code(0)),
         stopped_by: StoppedBy::CommandExit,
+        complete: false,
         duration_s: 0.25,
         unwinder: UnwindMode::Fp,
         unwinding: Default::default(),
@@ -102,7 +103,12 @@ fn renders_every_section() {
         "{text}"
     );
     assert!(text.contains("lost 2 records"), "{text}");
-    assert!(text.contains("warning: 2 records were lost"), "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with(
+            "INCOMPLETE: 2 records lost, 0 malformed, 0 out of order: the byte counts below are lower bounds"
+        ),
+        "said second, right after the title: {text}"
+    );
     assert!(
         text.contains("   8.0 KiB     exited        0 B        2        3"),
         "{text}"

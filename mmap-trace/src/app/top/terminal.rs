@@ -1,0 +1,122 @@
+//! The terminal while the live view has it: raw mode, the alternate screen,
+//! the cursor hidden, log lines held. Given back as it was on every way
+//! out: the guard's drop (a normal end, an error), and a panic (its hook
+//! gives the terminal back before the message is printed, so the message
+//! is readable on the main screen).
+
+use std::{
+    io::{self, Stdout},
+    sync::{
+        Once,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use ratatui::{
+    Terminal,
+    backend::CrosstermBackend,
+    crossterm::{
+        cursor::{Hide, Show},
+        event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
+        execute,
+        terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
+    },
+};
+
+use crate::app::status::HeldLogs;
+
+/// Whether the terminal is ours now (raw mode, alternate screen): what
+/// must be undone, once, by whichever way out comes first.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The terminal, ours until dropped.
+pub struct Tty {
+    // Dropped in this order: ratatui's terminal shows the cursor it hid
+    // (on the alternate screen), then the screen and the mode are given
+    // back, then held log lines are said.
+    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    _taken: Taken,
+    _logs: HeldLogs,
+}
+
+/// Undoes raw mode and the alternate screen when dropped.
+struct Taken(());
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        give_back();
+    }
+}
+
+impl Tty {
+    /// Takes the terminal on stdout.
+    pub fn take() -> io::Result<Tty> {
+        give_back_on_panic();
+        let logs = HeldLogs::hold();
+        enable_raw_mode()?;
+        TAKEN.store(true, Ordering::Release);
+        // From here on, a failure gives everything back as `taken` drops.
+        let taken = Taken(());
+        execute!(io::stdout(), EnterAlternateScreen, Hide)?;
+        let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+        Ok(Tty {
+            terminal,
+            _taken: taken,
+            _logs: logs,
+        })
+    }
+}
+
+/// Shows the cursor, leaves the alternate screen, ends raw mode: the last
+/// bytes written are the alternate screen's end. Once only.
+fn give_back() {
+    if !TAKEN.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    // The terminal is being given back, on the way out: a write that fails
+    // now has nobody left to tell.
+    execute!(io::stdout(), Show, LeaveAlternateScreen).unwrap_or(());
+    disable_raw_mode().unwrap_or(());
+}
+
+/// Installs (once) a panic hook that gives the terminal back before the
+/// panic is reported.
+fn give_back_on_panic() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            give_back();
+            report(info);
+        }));
+    });
+}
+
+/// What the keyboard (or the terminal) asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// `q`, or Ctrl-C (which raw mode delivers as a key, not a signal).
+    Quit,
+    /// The window changed size: draw again now.
+    Resized,
+}
+
+/// What came in since the last call, without waiting: a quit wins.
+pub fn pending_input() -> io::Result<Option<Input>> {
+    let mut input = None;
+    while event::poll(Duration::ZERO)? {
+        match event::read()? {
+            Event::Key(key) if key.kind == KeyEventKind::Press => {
+                let ctrl_c =
+                    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if ctrl_c || matches!(key.code, KeyCode::Char('q' | 'Q')) {
+                    return Ok(Some(Input::Quit));
+                }
+            }
+            Event::Resize(..) => input = Some(Input::Resized),
+            _ => {}
+        }
+    }
+    Ok(input)
+}
