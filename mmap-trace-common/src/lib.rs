@@ -140,9 +140,11 @@ pub struct SyscallRecord {
     /// shmat: the size of the mapping it made (its VMA), 0 otherwise.
     pub mapped_size: u64,
     /// When the call entered the kernel (0: unknown, e.g. it entered before
-    /// tracing began). A call changes its address space somewhere between
-    /// entry and exit, and records are written at exit: user space orders
-    /// calls that change existing mappings by this (see `account::order`).
+    /// tracing began, or not noted: a call that only creates a mapping
+    /// where the kernel chooses). A call changes its address space
+    /// somewhere between entry and exit, and records are written at exit:
+    /// user space orders calls that change existing mappings by this (see
+    /// `account::order`).
     pub enter_ns: u64,
 }
 

@@ -57,12 +57,26 @@ pub static PY_THREADS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(65536
 #[map]
 pub static PY_STACKS_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(16384, 0);
 
-/// When each thread's current mapping call entered the kernel: tid → ns.
-/// Written at entry, taken at exit. A plain (preallocated) hash: when full
-/// (65536 threads in a traced call at once), a call goes without an entry
-/// time and is ordered by its return.
+/// When each thread's current mapping call entered the kernel, in the slot
+/// `tid % ENTERED_SLOTS`: written at entry, taken (and cleared) at exit. An
+/// array, not a hash: a slot is a pointer away, with no lock and no
+/// allocation, which matters on a path every traced call takes twice (a
+/// hash map takes a bucket lock and an element at entry, and a lookup and
+/// a delete at exit). The slot keeps its thread id: two
+/// threads whose ids share a slot and are in a traced call at once leave
+/// the second to return without an entry time, and it is then ordered by
+/// its return, as a call always was.
 #[map]
-pub static ENTERED: HashMap<u32, u64> = HashMap::with_max_entries(65536, 0);
+pub static ENTERED: Array<EnterSlot> = Array::with_max_entries(ENTERED_SLOTS, 0);
+
+pub const ENTERED_SLOTS: u32 = 1 << 16;
+
+#[repr(C)]
+pub struct EnterSlot {
+    pub tid: u32,
+    pub _reserved: u32,
+    pub time_ns: u64,
+}
 
 /// Processes to trace: tgid → address-space id (a fresh one per exec).
 /// User space seeds it; forks extend it.

@@ -20,8 +20,8 @@ use mmap_trace_common::{
 use crate::{
     layout::{PYTHON_FRAME_BYTES, Scratch},
     maps::{
-        ENTERED, EVENTS, PY_STACKS_SEEN, SCRATCH, SYSCALLS, TARGETS, UNWIND_MODE, WAKEUP_BYTES,
-        bump,
+        ENTERED, ENTERED_SLOTS, EVENTS, PY_STACKS_SEEN, SCRATCH, SYSCALLS, TARGETS, UNWIND_MODE,
+        WAKEUP_BYTES, bump,
     },
     process::traced_asid,
     python::{PyStack, walk_python},
@@ -48,7 +48,7 @@ fn is_mapping_call(id: u64) -> bool {
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn mmtrace_enter(ctx: RawTracePointContext) -> u32 {
     let id: u64 = ctx.arg(1);
-    if !is_mapping_call(id) {
+    if !is_mapping_call(id) || !may_change_existing(&ctx, id) {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -58,10 +58,17 @@ pub fn mmtrace_enter(ctx: RawTracePointContext) -> u32 {
     if unsafe { TARGETS.get((pid_tgid >> 32) as u32) }.is_none() {
         return 0;
     }
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // A full map leaves this call without an entry time.
-    ENTERED.insert(pid_tgid as u32, now, 0).ok();
+    let tid = pid_tgid as u32;
+    let Some(slot) = ENTERED.get_ptr_mut(tid % ENTERED_SLOTS) else {
+        return 0;
+    };
+    // SAFETY: the helper has no preconditions; the slot is a valid array
+    // element, written whole by this thread (another thread sharing the
+    // slot is caught by the tid at exit).
+    unsafe {
+        (*slot).time_ns = bpf_ktime_get_ns();
+        (*slot).tid = tid;
+    }
     0
 }
 
@@ -259,15 +266,45 @@ fn wakeup_flags() -> u64 {
     }
 }
 
+/// `MAP_FIXED | MAP_FIXED_NOREPLACE`: an mmap that names its address.
+const MAP_FIXED_ANY: u64 = 0x10 | 0x10_0000;
+
+/// Only calls that change mappings that exist before them are ordered by
+/// their entry (`mmap-trace/src/account/order.rs`); a mapping the kernel
+/// places (mmap without a fixed address, brk, shmat) is ordered by its
+/// return, and its entry is not worth noting. Half the calls of a program
+/// that maps and unmaps skip the rest of the entry program.
+#[inline(always)]
+fn may_change_existing(ctx: &RawTracePointContext, id: u64) -> bool {
+    match id {
+        nr::BRK | nr::SHMAT => false,
+        nr::MMAP => {
+            let regs: *const PtRegs = ctx.arg(0);
+            // SAFETY: the tracepoint passes the task's user register frame;
+            // mmap's flags are its fourth argument (r10). Unreadable: note
+            // the entry, as for any other call.
+            let flags = unsafe { bpf_probe_read_kernel(&(*regs).r10) }.unwrap_or(MAP_FIXED_ANY);
+            flags & MAP_FIXED_ANY != 0
+        }
+        _ => true,
+    }
+}
+
 /// When this thread's call entered (0: unknown), forgotten now.
 #[inline(always)]
 fn take_enter_time(tid: u32) -> u64 {
-    // SAFETY: copied out before the removal.
-    let Some(&enter) = (unsafe { ENTERED.get(tid) }) else {
+    let Some(slot) = ENTERED.get_ptr_mut(tid % ENTERED_SLOTS) else {
         return 0;
     };
-    ENTERED.remove(tid).ok();
-    enter
+    // SAFETY: a valid array element; cleared so that a later call of a
+    // thread that reuses this id is not given this time.
+    unsafe {
+        if (*slot).tid != tid {
+            return 0;
+        }
+        (*slot).tid = 0;
+        (*slot).time_ns
+    }
 }
 
 /// Python frames whose code objects user space has not read yet: it should

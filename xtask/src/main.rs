@@ -29,7 +29,7 @@ const USAGE: &str = "usage: cargo xtask <setup|demo|test|lint|bench>
   test --vm KERNEL [-- FILTER...]
           only the end-to-end tests, on a Debian kernel booted under QEMU
           (TCG; the first run downloads it into target/vm): 6.1 (Debian 12)
-          or 6.12 (bookworm's newer one), about 7 min for the whole suite;
+          or 6.12 (bookworm's newer one), about 19 min for the whole suite;
           5.10 (Debian 11) is older than mmap-trace supports (5.17), and
           checks that mmap-trace refuses it in one line
   lint    cargo fmt --check and clippy -D warnings, user-space and eBPF crates

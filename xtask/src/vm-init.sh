@@ -66,6 +66,22 @@ mount -t tmpfs -o mode=755 tmpfs $R/run
 mount -t bpf -o mode=700 bpf $R/sys/fs/bpf
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || die "cannot mount cgroup2"
 mount -t tracefs tracefs $R/sys/kernel/tracing 2>/dev/null
+# QEMU's TCG does not always see the kernel patch a static-key jump that
+# another vCPU is executing: every attach or detach of the first program on
+# sys_enter flips one in syscall entry, and on 6.1 guests both vCPUs were
+# seen spinning for minutes on that jump ("soft lockup", RIP at
+# syscall_trace_enter, a 2-byte jmp). Hardware and KVM do not do this.
+# Tracepoints that stay enabled never flip: enable the ones mmap-trace
+# attaches to as trace events, with the trace buffer off (nothing is
+# written), so that its programs join sites already on.
+T=$R/sys/kernel/tracing
+if [ -w $T/tracing_on ]; then
+    echo 0 > $T/tracing_on
+    for event in raw_syscalls/sys_enter raw_syscalls/sys_exit sched/sched_process_fork \
+        sched/sched_process_exec sched/sched_process_exit; do
+        echo 1 > $T/events/$event/enable 2>/dev/null
+    done
+fi
 mount -t debugfs debugfs $R/sys/kernel/debug 2>/dev/null
 mount -t securityfs securityfs $R/sys/kernel/security 2>/dev/null
 hostname vm

@@ -69,7 +69,9 @@ pub struct TracingArgs {
     pub stack_bytes: u32,
 
     /// Size of the kernel-to-user ring buffer in MiB (a power of two). If the
-    /// report counts lost records, make it larger.
+    /// report counts lost records, make it larger. (mmap-trace runs at nice
+    /// -10 where it may, so that it drains the buffer when traced threads
+    /// keep every CPU busy; the command it starts keeps its own priority.)
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = parse_buffer_mib)]
     pub buffer_size: u32,
 }

@@ -32,6 +32,7 @@ use crate::{
 /// Runs `record`; returns the exit code (the command's, if one was run).
 pub fn run(args: RecordArgs, verbose: bool) -> Result<i32, Failure> {
     let plan = Plan::check(&args)?;
+    sys::priority::raise();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -176,6 +176,8 @@ unsafe fn child_after_fork(
             libc::_exit(127);
         }
         libc::close(gate);
+        // The tracer may run at a higher priority; the command must not.
+        super::priority::restore_in_child();
         // Rust ignores SIGPIPE; the command should get the default.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut empty: libc::sigset_t = std::mem::zeroed();

@@ -14,6 +14,7 @@ pub mod pagemap;
 pub mod perf;
 pub mod perf_map;
 pub mod pidfd;
+pub mod priority;
 pub mod privileges;
 pub mod procmaps;
 pub mod python_map;

@@ -88,6 +88,40 @@ fn a_program_under_ucx_hooks_behaves_the_same_twenty_times() {
     }
 }
 
+/// The tracer raises its own priority so that it drains the ring buffer
+/// when traced threads take every CPU; the command it runs keeps the
+/// priority the tracer was started with (`nice` prints its own).
+#[test]
+fn the_command_runs_at_the_priority_it_would_have_untraced() {
+    let _e2e = begin();
+    for niceness in ["0", "5"] {
+        let traced = Command::new("nice")
+            .args(["-n", niceness])
+            .arg(mmap_trace_tests::mmap_trace_bin())
+            .args([
+                "record",
+                "--format",
+                "json",
+                "--output",
+                "/dev/null",
+                "--",
+                "nice",
+            ])
+            .output()
+            .expect("run mmap-trace under nice");
+        assert!(
+            traced.status.success(),
+            "{}",
+            String::from_utf8_lossy(&traced.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&traced.stdout),
+            format!("{niceness}\n"),
+            "the command's own niceness, as mmap-trace was started"
+        );
+    }
+}
+
 /// Only raw tracepoints: no uprobe (which would write a breakpoint into
 /// the target's code), no kprobe.
 #[test]

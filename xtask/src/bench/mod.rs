@@ -18,10 +18,13 @@
 //!    Python frames (the default) and with `--python off`.
 //! 4. what a sample of resident memory costs with 100,000 live regions.
 //! 5. the bytes a trace takes per event (version 2, and as JSON lines).
+//! 6. 8 threads racing on one address space, with the default buffer:
+//!    the rate, and that nothing is lost or misordered there.
 
 mod measure;
 mod sampling;
 mod table;
+mod threads;
 mod trace_size;
 
 use std::{fs, io::Write as _, path::Path};
@@ -94,6 +97,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let python = rounds_of(&setup, WorkloadKind::Python, &PYTHON_TRACERS, rounds)?;
     let sampling = sampling::measure(&setup, SAMPLED_REGIONS)?;
     let trace_size = trace_size::measure(&setup)?;
+    let threads = threads::measure(&setup)?;
     table::print(
         &format!(
             "mmap-trace bench: {pairs} mmap+munmap pairs of 64 KiB through a 3-deep call chain \
@@ -128,6 +132,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     );
     sampling.print();
     trace_size.print();
+    threads.print();
     Ok(())
 }
 

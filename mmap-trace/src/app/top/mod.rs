@@ -102,6 +102,7 @@ pub fn run(args: TopArgs, verbose: bool) -> Result<i32, Failure> {
     }
     let targets = targets::select(&args.pids, &args.comms, args.cgroup.as_deref())?;
     sys::privileges::check()?;
+    sys::priority::raise();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
