@@ -34,7 +34,9 @@ const USAGE: &str = "usage: cargo xtask <setup|demo|test|lint|bench>
           checks that mmap-trace refuses it in one line
   lint    cargo fmt --check and clippy -D warnings, user-space and eBPF crates
   bench   [--pairs N] [--rounds N]: ns per mmap+munmap pair untraced, under
-          mmap-trace (fp, dwarf, auto), bpftrace and perf record (needs root)
+          mmap-trace (fp, dwarf, auto), bpftrace and perf record; with
+          mprotect/madvise; from Python; a residency sample; trace bytes an
+          event; 8 threads racing with the default buffer (needs root)
   soak    [--minutes N]: trace the bench workload for N minutes (default 5):
           the tracer's RSS slope, lost records, live report = replay (root)";
 
