@@ -43,6 +43,11 @@ pub fn command(program: &str) -> Command {
 /// Runs `command`, echoing it; fails unless it succeeds.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     println!("xtask: $ {}", describe(command));
+    run_quietly(command)
+}
+
+/// Runs `command` without echoing it; fails unless it succeeds.
+pub fn run_quietly(command: &mut Command) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot run {}", describe(command)))?;

@@ -459,9 +459,9 @@ mod tests {
         assert_eq!(book.collector.counts.lost, 3);
     }
 
-    #[test]
-    fn committed_pages_belong_to_the_committing_stack() {
-        let mut book = Book::new(0);
+    /// 16 pages reserved (PROT_NONE), and the 2 at 0x100000 made
+    /// accessible.
+    fn reserve_and_commit() -> (Call, Call) {
         let reserve = Call::Mmap {
             addr: 0,
             len: 16 * P,
@@ -475,6 +475,13 @@ mod tests {
             len: 2 * P,
             prot: prot::READ | prot::WRITE,
         };
+        (reserve, commit)
+    }
+
+    #[test]
+    fn committed_pages_belong_to_the_committing_stack() {
+        let mut book = Book::new(0);
+        let (reserve, commit) = reserve_and_commit();
         for event in [call(10, reserve, 0x100000, &[1]), call(20, commit, 0, &[2])] {
             book.apply(event, &mut (), name_by_first_frame).unwrap();
         }
@@ -492,19 +499,7 @@ mod tests {
     fn each_process_has_its_resident_and_reserved_bytes_per_object_and_its_name() {
         let mut book = Book::new(0);
         book.collector.add_target(7, "server", 0);
-        let reserve = Call::Mmap {
-            addr: 0,
-            len: 16 * P,
-            prot: prot::NONE,
-            flags: 0x22,
-            fd: -1,
-            offset: 0,
-        };
-        let commit = Call::Mprotect {
-            addr: 0x100000,
-            len: 2 * P,
-            prot: prot::READ | prot::WRITE,
-        };
+        let (reserve, commit) = reserve_and_commit();
         for event in [
             call(10, reserve, 0x100000, &[1]),
             call(20, commit, 0, &[2]),

@@ -80,15 +80,7 @@ impl io::Write for LogStderr {
             }
             Stderr::StatusLine => {
                 let mut stderr = io::stderr().lock();
-                if STDERR
-                    .compare_exchange(
-                        Stderr::StatusLine as u8,
-                        Stderr::Plain as u8,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok()
-                {
+                if take_status_line() {
                     stderr.write_all(CLEAR)?;
                 }
                 stderr.write(buf)
@@ -246,18 +238,23 @@ impl Watcher for StatusLine<'_> {
     }
 }
 
+/// Is a status line drawn? If so, stderr is plain from now on (the caller
+/// clears it while holding stderr's lock).
+fn take_status_line() -> bool {
+    STDERR
+        .compare_exchange(
+            Stderr::StatusLine as u8,
+            Stderr::Plain as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+}
+
 impl Drop for StatusLine<'_> {
     fn drop(&mut self) {
         let mut stderr = io::stderr().lock();
-        if STDERR
-            .compare_exchange(
-                Stderr::StatusLine as u8,
-                Stderr::Plain as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-        {
+        if take_status_line() {
             // Nothing can be done about a stderr that fails here.
             stderr
                 .write_all(CLEAR)

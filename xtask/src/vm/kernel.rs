@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::cmd::describe;
+use crate::cmd::{describe, run_quietly};
 
 const BUSYBOX: &str = "/bin/busybox";
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -167,10 +167,10 @@ impl Unpacked {
                 fs::remove_dir_all(&dir)?;
             }
             fs::create_dir_all(&root)?;
-            checked(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
+            run_quietly(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
             let release = only_entry(&root.join("lib/modules"))?;
             // Debian's packages leave modules.dep to the installation.
-            checked(
+            run_quietly(
                 Command::new(BUSYBOX)
                     .args(["depmod", "-b"])
                     .arg(&root)
@@ -263,16 +263,6 @@ impl Unpacked {
         }
         Ok(path)
     }
-}
-
-fn checked(command: &mut Command) -> anyhow::Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("cannot run {}", describe(command)))?;
-    if !status.success() {
-        bail!("{} failed ({status})", describe(command));
-    }
-    Ok(())
 }
 
 fn only_entry(dir: &Path) -> anyhow::Result<String> {
