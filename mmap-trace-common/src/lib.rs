@@ -175,21 +175,51 @@ pub struct PyFrame {
     pub offset: i32,
     /// [`py_flags`] bits.
     pub flags: u32,
+    /// [`py_code_identity`] of the code object at the call; 0 if it could
+    /// not be read.
+    pub identity: u32,
+    pub _reserved: u32,
+}
+
+/// Bytes of a code object that [`py_code_identity`] folds: fields set when
+/// the object is made and never changed (counts, the first line, 3.12+'s
+/// `co_version`, pointers to its tuples and names), starting at
+/// `PyConfig::code_identity`.
+pub const PY_IDENTITY_WORDS: usize = 8;
+
+/// Who a code object is, beyond its address. Code objects are freed (a
+/// module's once it has run, code made by `exec` or `code.replace`) and
+/// their memory reused for others, so an address alone could name a frame
+/// after a function that lived there before. Both sides fold the same
+/// bytes: the kernel at the call, user space when it reads the object, and
+/// a mismatch means the object changed in between. Never 0 (which means
+/// "not read").
+pub fn py_code_identity(words: &[u64; PY_IDENTITY_WORDS]) -> u32 {
+    let mut hash = 0x243f_6a88_85a3_08d3_u64;
+    let mut i = 0;
+    // A while loop: the eBPF side has no iterators it can verify cheaply.
+    while i < PY_IDENTITY_WORDS {
+        hash = (hash ^ words[i])
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+        i += 1;
+    }
+    ((hash >> 32) as u32 ^ hash as u32) | 1
 }
 
 /// A Python stack's signature: folded from the process and the code
-/// object of each frame, innermost first, by both sides of the kernel
-/// boundary. The kernel wakes user space at once for a stack whose
-/// signature it has not been told is known, so that user space reads the
-/// code objects while they surely exist (a module's code object is freed
-/// once the module has run).
+/// object (address and identity) of each frame, innermost first, by both
+/// sides of the kernel boundary. The kernel wakes user space at once for a
+/// stack whose signature it has not been told is known, so that user space
+/// reads the code objects while they surely exist (a module's code object
+/// is freed once the module has run).
 pub fn py_signature(tgid: u32) -> u64 {
     u64::from(tgid) | 1 << 63
 }
 
 /// The signature with one more frame's code object folded in.
-pub fn py_signature_step(signature: u64, code: u64) -> u64 {
-    (signature ^ code)
+pub fn py_signature_step(signature: u64, code: u64, identity: u32) -> u64 {
+    (signature ^ code ^ (u64::from(identity) << 47))
         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
         .rotate_left(29)
 }
@@ -247,7 +277,9 @@ pub struct PyConfig {
     pub code_adaptive: u32,
     /// [`py_style`]: how positions and eval-loop boundaries are kept.
     pub style: u32,
-    pub _reserved: u32,
+    /// Where in a code object the [`PY_IDENTITY_WORDS`] words that
+    /// [`py_code_identity`] folds begin.
+    pub code_identity: u32,
 }
 
 /// `PyConfig::style` values.
@@ -386,9 +418,10 @@ mod tests {
         assert_eq!(size_of::<SyscallRecord>(), 184);
         assert_eq!(size_of::<ProcessRecord>(), 48);
         assert_eq!(size_of::<RuleSlot>(), 32);
-        assert_eq!(size_of::<PyFrame>(), 16);
+        assert_eq!(size_of::<PyFrame>(), 24);
+        assert_eq!(offset_of!(PyFrame, identity), 16);
         assert_eq!(offset_of!(PyConfig, interpreters_head), 16);
-        assert_eq!(offset_of!(PyConfig, _reserved), 68);
+        assert_eq!(offset_of!(PyConfig, code_identity), 68);
         assert_eq!(size_of::<PyConfig>(), 72);
     }
 

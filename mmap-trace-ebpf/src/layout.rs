@@ -6,8 +6,8 @@
 //! size it bounds, and the sizes are checked at compile time.
 
 use mmap_trace_common::{
-    MAX_PYTHON_FRAMES, MAX_RECORD_DATA, MAX_STACK_FRAMES, MAX_STACK_WINDOW, PyConfig, PyFrame,
-    SyscallRecord,
+    MAX_PYTHON_FRAMES, MAX_RECORD_DATA, MAX_STACK_FRAMES, MAX_STACK_WINDOW, PY_IDENTITY_WORDS,
+    PyConfig, PyFrame, SyscallRecord,
 };
 
 /// Bytes of stack read at once from the stack pointer (a power of two).
@@ -81,9 +81,11 @@ pub struct Scratch {
     /// Twice NEAR_BYTES: a masked offset below NEAR_BYTES plus an 8-byte
     /// read stays inside.
     pub near: [u8; 2 * NEAR_BYTES],
-    /// A Python walk's state, and the frame it reads.
+    /// A Python walk's state, the frame it reads, and the words of the
+    /// frame's code object that say which it is.
     pub py_walk: PyWalk,
     pub py_block: [u8; FRAME_BLOCK],
+    pub py_code: [u64; PY_IDENTITY_WORDS],
 }
 
 // Frames come first in `data`, then Python frames, then the window: the

@@ -10,8 +10,10 @@
 //!
 //! Then its frame chain is walked, one `bpf_loop` step per frame, reading
 //! one block of each frame, and (code object, bytecode offset) pairs are
-//! written after the native frames. Code objects are never read here: user
-//! space names them. Where one C call of the eval loop ends and the next
+//! written after the native frames, each with the code object's identity
+//! (64 bytes of it that never change, folded): user space names the code
+//! objects, and the identity tells it when an address it has named holds
+//! another object now. Where one C call of the eval loop ends and the next
 //! begins is marked, so user space can put each run of Python frames in
 //! place of its `_PyEval_EvalFrameDefault` frame.
 
@@ -22,7 +24,8 @@ use aya_ebpf::helpers::{
     generated::{bpf_loop, bpf_probe_read_user as read_user_raw},
 };
 use mmap_trace_common::{
-    MAX_PYTHON_FRAMES, PyFrame, py_flags, py_signature, py_signature_step, py_style,
+    MAX_PYTHON_FRAMES, PY_IDENTITY_WORDS, PyFrame, py_code_identity, py_flags, py_signature,
+    py_signature_step, py_style,
 };
 
 use crate::{
@@ -217,7 +220,7 @@ fn push(data: &mut RecordData, walk: &mut PyWalk, frame: PyFrame) {
     unsafe { core::ptr::write_unaligned(entry, frame) };
     walk.count += 1;
     if frame.code != 0 {
-        walk.signature = py_signature_step(walk.signature, frame.code);
+        walk.signature = py_signature_step(walk.signature, frame.code, frame.identity);
     }
 }
 
@@ -237,6 +240,27 @@ fn mark_last(data: &mut RecordData, walk: &PyWalk, flags: u32) {
     }
 }
 
+/// The identity of the code object at `code` (see `py_code_identity`), 0
+/// if it cannot be read. One more read per frame: without it, a frame whose
+/// code object was freed and its memory reused would be named after the
+/// new one.
+#[inline(always)]
+fn code_identity(words: &mut [u64; PY_IDENTITY_WORDS], code: u64, at: u32) -> u32 {
+    // SAFETY: the helper writes at most size_of_val(words) bytes into
+    // words and checks the user address.
+    let read = unsafe {
+        read_user_raw(
+            words.as_mut_ptr().cast(),
+            size_of_val(words) as u32,
+            code.wrapping_add(u64::from(at)) as *const _,
+        )
+    };
+    if read != 0 {
+        return 0;
+    }
+    py_code_identity(words)
+}
+
 /// A field of the frame block at `at` (8-byte aligned, inside the block).
 #[inline(always)]
 fn block_u64(block: &[u8; FRAME_BLOCK], at: u32) -> u64 {
@@ -254,6 +278,7 @@ extern "C" fn frame_step(_index: u64, _context: *mut c_void) -> i64 {
     let Scratch {
         py_walk: walk,
         py_block: block,
+        py_code: code_words,
         data,
         ..
     } = scratch;
@@ -290,9 +315,8 @@ extern "C" fn frame_step(_index: u64, _context: *mut c_void) -> i64 {
                 data,
                 walk,
                 PyFrame {
-                    code: 0,
-                    offset: 0,
                     flags: py_flags::EMPTY_GROUP | py_flags::GROUP_END,
+                    ..PyFrame::default()
                 },
             );
         }
@@ -315,6 +339,7 @@ extern "C" fn frame_step(_index: u64, _context: *mut c_void) -> i64 {
             (offset, if end { py_flags::GROUP_END } else { 0 })
         }
     };
+    let identity = code_identity(code_words, code, config.code_identity);
     push(
         data,
         walk,
@@ -322,6 +347,8 @@ extern "C" fn frame_step(_index: u64, _context: *mut c_void) -> i64 {
             code,
             offset,
             flags,
+            identity,
+            _reserved: 0,
         },
     );
     walk.open = if flags & py_flags::GROUP_END != 0 {

@@ -149,7 +149,11 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
             unsafe { (*scratch).record.mapped_size = vma_size(ret as u64) };
         }
     }
-    // Set by each branch: whether user space should read this at once.
+    // Set by each branch: whether user space should read this at once. A
+    // library's code mapped is read at once too: if it is a Python
+    // interpreter, user space tells the kernel where its state is before
+    // the process runs far (`maps_code`).
+    let maps_code = maps_code(id, &regs.syscall_args());
     let mut wake;
     let data_bytes = if UNWIND_MODE.load() == 0 {
         // SAFETY: this CPU's slot, as above; the walk's steps reach it only
@@ -212,7 +216,7 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
     // its data are contiguous at its start (`layout::Scratch`).
     let bytes =
         unsafe { core::slice::from_raw_parts((scratch as *const Scratch).cast::<u8>(), size) };
-    let flags = if wake {
+    let flags = if wake || maps_code {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         wakeup_flags()
@@ -288,6 +292,15 @@ fn may_change_existing(ctx: &RawTracePointContext, id: u64) -> bool {
         }
         _ => true,
     }
+}
+
+/// An mmap of a file's code: `PROT_EXEC` and not `MAP_ANONYMOUS`. Such
+/// calls are few (libraries being loaded).
+#[inline(always)]
+fn maps_code(id: u64, args: &[u64; 6]) -> bool {
+    const PROT_EXEC: u64 = 4;
+    const MAP_ANONYMOUS: u64 = 0x20;
+    id == nr::MMAP && args[2] & PROT_EXEC != 0 && args[3] & MAP_ANONYMOUS == 0
 }
 
 /// When this thread's call entered (0: unknown), forgotten now.

@@ -214,6 +214,19 @@ impl Call {
         }
     }
 
+    /// An mmap of a file's code (a library being loaded): what the kernel
+    /// wakes user space for at once, so that an interpreter is known
+    /// before it runs far.
+    pub fn maps_code(&self) -> bool {
+        matches!(
+            *self,
+            Call::Mmap { prot, flags, fd, .. }
+                if prot & super::memory::prot::EXEC != 0
+                    && flags & super::memory::map_flags::ANONYMOUS == 0
+                    && fd >= 0
+        )
+    }
+
     pub fn kind(&self) -> CallKind {
         match self {
             Call::Mmap { .. } => CallKind::Mmap,

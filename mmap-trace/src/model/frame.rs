@@ -57,8 +57,8 @@ impl FrameAddress {
 }
 
 /// A Python frame as the kernel found it: the code object's address in the
-/// process, the bytecode offset, and where eval-loop calls begin and end
-/// (`mmap_trace_common::py_flags`).
+/// process and its identity there, the bytecode offset, and where
+/// eval-loop calls begin and end (`mmap_trace_common::py_flags`).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -66,9 +66,23 @@ pub struct PyFrameRaw {
     pub code: u64,
     pub offset: i32,
     pub flags: u32,
+    /// `mmap_trace_common::py_code_identity` of the code object at the
+    /// call (absent from traces written before it was recorded).
+    #[serde(default)]
+    pub identity: u32,
 }
 
 impl PyFrameRaw {
+    /// Which code object the frame ran.
+    pub fn code_key(&self, pid: u32, asid: u64) -> CodeKey {
+        CodeKey {
+            pid,
+            asid,
+            address: self.code,
+            identity: self.identity,
+        }
+    }
+
     pub fn ends_group(&self) -> bool {
         self.flags & mmap_trace_common::py_flags::GROUP_END != 0
     }
@@ -82,6 +96,16 @@ impl PyFrameRaw {
     pub fn is_cut(&self) -> bool {
         self.flags & mmap_trace_common::py_flags::CUT != 0
     }
+}
+
+/// A code object of one process: its address in one address space, and
+/// its identity there (an address is reused once its object is freed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CodeKey {
+    pub pid: u32,
+    pub asid: u64,
+    pub address: u64,
+    pub identity: u32,
 }
 
 /// What a frame is.

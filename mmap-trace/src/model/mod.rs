@@ -13,7 +13,7 @@ mod stack;
 pub use counts::{CallCounts, CallKind, KernelCounters, TracerUsage, UnwindCounts};
 pub use ending::{ExitStatus, StoppedBy};
 pub use event::{Call, Event, ProcessEvent, Resume, StackSource, SyscallEvent};
-pub use frame::{FrameAddress, FrameKind, PyFrameRaw, StopReason, UnwindMode};
+pub use frame::{CodeKey, FrameAddress, FrameKind, PyFrameRaw, StopReason, UnwindMode};
 pub use memory::{MemoryKind, is_shmem_path, map_flags, prot};
 pub use object::ObjectId;
 pub use process::ProcessRss;

@@ -104,6 +104,12 @@ impl Session<'_> {
             }
             Event::Join(e) => self.seed(e.pid),
             Event::Syscall(call) => {
+                if call.call.maps_code() && !call.failed() {
+                    // A library was loaded: if it is a Python interpreter,
+                    // the kernel walks its frames from now, not from the
+                    // next tick (a short script is done in milliseconds).
+                    self.drain_perf();
+                }
                 self.languages.on_call(call);
                 find_shmem(call);
                 self.enrich(call);

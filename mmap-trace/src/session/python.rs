@@ -206,10 +206,9 @@ impl Languages {
         let mut signature = py_signature(call.pid);
         for frame in call.python.iter().filter(|f| !f.is_empty_group()) {
             if frame.code != 0 {
-                signature = py_signature_step(signature, frame.code);
+                signature = py_signature_step(signature, frame.code, frame.identity);
             }
-            let key = (call.pid, call.asid, frame.code);
-            if let Entry::Vacant(slot) = codes.entry(key) {
+            if let Entry::Vacant(slot) = codes.entry(frame.code_key(call.pid, call.asid)) {
                 slot.insert(read_code(&mut memory, frame, process));
             }
         }
@@ -265,6 +264,7 @@ fn read_code(
     CodeInfo::read(
         memory,
         frame.code,
+        frame.identity,
         &interpreter.layout.code,
         interpreter.layout.style,
         code_type,

@@ -184,6 +184,7 @@ fn decode_syscall(fields: Fields<'_>) -> Result<SyscallEvent, DecodeError> {
                 code: fields.u64(at + offset_of!(PyFrame, code)),
                 offset: fields.u32(at + offset_of!(PyFrame, offset)) as i32,
                 flags: fields.u32(at + offset_of!(PyFrame, flags)),
+                identity: fields.u32(at + offset_of!(PyFrame, identity)),
             }
         })
         .collect();
@@ -333,10 +334,15 @@ pub(crate) mod tests {
         let mut bytes =
             encode_syscall(header(kind::SYSCALL), nr::MMAP, [0; 6], 0x1000, &[0x401000]);
         bytes[offset_of!(SyscallRecord, python_frames)..][..4].copy_from_slice(&2u32.to_ne_bytes());
-        for (code, offset, flags) in [(0xc0de_u64, 40i32, 0u32), (0xc0df, -2, 1)] {
+        for (code, offset, flags, identity) in [
+            (0xc0de_u64, 40i32, 0u32, 0x1d01_u32),
+            (0xc0df, -2, 1, 0x1d03),
+        ] {
             bytes.extend_from_slice(&code.to_ne_bytes());
             bytes.extend_from_slice(&offset.to_ne_bytes());
             bytes.extend_from_slice(&flags.to_ne_bytes());
+            bytes.extend_from_slice(&identity.to_ne_bytes());
+            bytes.extend_from_slice(&0u32.to_ne_bytes());
         }
         let Event::Syscall(event) = decode(bytes.as_slice()).unwrap() else {
             panic!("not a syscall")
@@ -348,12 +354,14 @@ pub(crate) mod tests {
                 PyFrameRaw {
                     code: 0xc0de,
                     offset: 40,
-                    flags: 0
+                    flags: 0,
+                    identity: 0x1d01,
                 },
                 PyFrameRaw {
                     code: 0xc0df,
                     offset: -2,
-                    flags: 1
+                    flags: 1,
+                    identity: 0x1d03,
                 }
             ]
         );

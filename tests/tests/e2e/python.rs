@@ -225,6 +225,45 @@ fn python_functions_and_lines_that_map_under_every_cpython() {
     }
 }
 
+/// The failure seen once in CI: a module's code object was freed after it
+/// ran and a method's was made in its memory; the method's calls were
+/// named after the module. Here three functions share one address in turn.
+#[test]
+fn a_code_object_in_the_memory_of_a_freed_one_is_named_after_itself() {
+    let _e2e = begin();
+    for python in pythons() {
+        let version = format!("{} (3.{})", python.path.display(), python.minor);
+        let report = trace_script(&python, "reuse.py", &[], &[]);
+        let mut generated = 0;
+        for n in 1..=3u64 {
+            let made = stacks_from(&report, &format!("made_{n}"), 10 * n + 1);
+            assert_eq!(
+                mmap_trace_tests::sum(&made, "live_bytes"),
+                (n + 1) * PAGE,
+                "{version}: made_{n}: {}",
+                python_stacks(&report)
+            );
+            assert_eq!(mmap_trace_tests::sum(&made, "mmap_calls"), 1, "{version}");
+            generated += made.len();
+        }
+        let from_generated = report
+            .stacks()
+            .iter()
+            .filter(|s| {
+                python_frames(s)
+                    .first()
+                    .is_some_and(|f| f.1 == "generated.py")
+            })
+            .count();
+        assert_eq!(
+            from_generated,
+            generated,
+            "{version}: no other stack runs generated code: {}",
+            python_stacks(&report)
+        );
+    }
+}
+
 #[test]
 fn python_off_leaves_the_interpreter_frames() {
     let _e2e = begin();

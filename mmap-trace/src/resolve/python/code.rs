@@ -1,6 +1,8 @@
 //! Code objects, read from the traced process while it lives: a function's
 //! qualified name, its file, and the line an instruction offset is on.
 
+use mmap_trace_common::{PY_IDENTITY_WORDS, py_code_identity};
+
 use super::layout::{CodeLayout, Style};
 
 /// Reads another process's memory (`sys::memory` does it for real; tests
@@ -31,6 +33,10 @@ pub enum NotRead {
     /// Its type is not `PyCode_Type`: the frame was not a frame.
     #[error("it is not a code object")]
     NotCode,
+    /// Another code object than the one the frame ran: that one was freed
+    /// and its memory reused before it could be read.
+    #[error("it was freed and its memory reused before it was read")]
+    Changed,
     #[error("its name cannot be read")]
     Name,
     #[error("its file name cannot be read")]
@@ -43,10 +49,12 @@ pub enum NotRead {
 const MAX_READ: usize = 1 << 20;
 
 impl CodeInfo {
-    /// Reads the code object at `address`.
+    /// Reads the code object at `address`, which must still be the one
+    /// whose identity the kernel saw (`mmap_trace_common::py_code_identity`).
     pub fn read(
         memory: &mut dyn ReadMemory,
         address: u64,
+        identity: u32,
         layout: &CodeLayout,
         style: Style,
         code_type: Option<u64>,
@@ -68,6 +76,13 @@ impl CodeInfo {
             && field(8)? != code_type
         {
             return Err(NotRead::NotCode);
+        }
+        let words: Option<[u64; PY_IDENTITY_WORDS]> = (0..PY_IDENTITY_WORDS as u32)
+            .map(|i| u64_at(layout.identity + 8 * i))
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|words| words.try_into().ok());
+        if words.as_ref().map(py_code_identity) != Some(identity) {
+            return Err(NotRead::Changed);
         }
         let name_field = layout.qualname.unwrap_or(layout.name);
         let int = |at: u32| i32_at(at).map_or(0, |v| u32::try_from(v).unwrap_or(0));
@@ -369,20 +384,52 @@ mod tests {
         put(&mut memory, code + 112, &(base + 2048).to_ne_bytes());
         put(&mut memory, code + 128, &(base + 1024).to_ne_bytes());
         put(&mut memory, code + 136, &(base + 3072).to_ne_bytes());
+        // co_version: 3.12+ numbers each code object it makes.
+        put(&mut memory, code + 92, &898u32.to_ne_bytes());
+        // What the kernel folds at the call: the same words, from 56.
+        let identity_of = |memory: &[u8]| {
+            let words: Vec<u64> = memory[code + 56..code + 120]
+                .chunks_exact(8)
+                .map(|w| u64::from_ne_bytes(w.try_into().unwrap()))
+                .collect();
+            py_code_identity(&words.try_into().unwrap())
+        };
+        let identity = identity_of(&memory);
         let mut buffer = Buffer(base, memory);
-        let info =
-            CodeInfo::read(&mut buffer, base, &layout.code, layout.style, Some(0xc0de)).unwrap();
+        let read = |buffer: &mut Buffer, address, identity, code_type| {
+            CodeInfo::read(
+                buffer,
+                address,
+                identity,
+                &layout.code,
+                layout.style,
+                code_type,
+            )
+        };
+        let info = read(&mut buffer, base, identity, Some(0xc0de)).unwrap();
         assert_eq!(info.name, "Pool.take");
         assert_eq!(info.filename, "größe.py");
         assert_eq!(info.line(2), Some(42), "unit 1, +2 lines");
         assert_eq!(info.line(-2), Some(40), "before the first instruction");
         assert_eq!(
-            CodeInfo::read(&mut buffer, base, &layout.code, layout.style, Some(0xbad)),
+            read(&mut buffer, base, identity, Some(0xbad)),
             Err(NotRead::NotCode)
         );
+        assert_eq!(read(&mut buffer, 8, identity, None), Err(NotRead::Object));
+
+        // The object was freed and another made in its place: same type,
+        // same first line, another version.
+        put(&mut buffer.1, code + 92, &899u32.to_ne_bytes());
+        let new_identity = identity_of(&buffer.1);
+        assert_ne!(new_identity, identity);
         assert_eq!(
-            CodeInfo::read(&mut buffer, 8, &layout.code, layout.style, None),
-            Err(NotRead::Object)
+            read(&mut buffer, base, identity, Some(0xc0de)),
+            Err(NotRead::Changed)
+        );
+        assert_eq!(
+            read(&mut buffer, base, new_identity, Some(0xc0de)).map(|c| c.name),
+            Ok("Pool.take".to_owned()),
+            "the object now there, under its own identity"
         );
     }
 }

@@ -14,21 +14,26 @@ pub use elf::{Interpreter, NotInterpreter, may_be_interpreter};
 pub use layout::Layout;
 
 use super::{place::Frame, symbolize::SymbolInfo};
-use crate::model::{FrameAddress, FrameKind, ObjectId, PyFrameRaw};
+use crate::model::{CodeKey, FrameAddress, FrameKind, ObjectId, PyFrameRaw};
 
 /// What a session learned of its Python processes.
 #[derive(Default)]
 pub struct PythonInfo {
     /// Interpreters, by the object that holds them.
     pub interpreters: HashMap<ObjectId, Arc<Interpreter>>,
-    /// Code objects by (pid, address space, address), or why one could not
-    /// be read (most often: the process exited before it was read).
-    pub codes: HashMap<(u32, u64, u64), Result<Arc<CodeInfo>, NotRead>>,
+    /// Code objects, or why one could not be read (most often: the process
+    /// exited before it was read).
+    pub codes: HashMap<CodeKey, Result<Arc<CodeInfo>, NotRead>>,
 }
 
 impl PythonInfo {
-    fn code(&self, pid: u32, asid: u64, address: u64) -> Option<&Result<Arc<CodeInfo>, NotRead>> {
-        self.codes.get(&(pid, asid, address))
+    fn code(
+        &self,
+        raw: &PyFrameRaw,
+        pid: u32,
+        asid: u64,
+    ) -> Option<&Result<Arc<CodeInfo>, NotRead>> {
+        self.codes.get(&raw.code_key(pid, asid))
     }
 }
 
@@ -45,7 +50,7 @@ pub fn merge(
         return native;
     }
     let python = valid_prefix(python, |raw| {
-        matches!(info.code(pid, asid, raw.code), Some(Err(NotRead::NotCode)))
+        matches!(info.code(raw, pid, asid), Some(Err(NotRead::NotCode)))
     });
     let mut groups = groups(python).into_iter();
     let mut merged = Vec::with_capacity(native.len() + python.len());
@@ -108,9 +113,7 @@ fn groups(python: &[PyFrameRaw]) -> Vec<Vec<PyFrameRaw>> {
 /// One Python frame, named; `None` for a frame CPython itself hides (one
 /// still in its prologue).
 fn python_frame(raw: &PyFrameRaw, pid: u32, asid: u64, info: &PythonInfo) -> Option<Frame> {
-    let code = info
-        .code(pid, asid, raw.code)
-        .and_then(|c| c.as_deref().ok());
+    let code = info.code(raw, pid, asid).and_then(|c| c.as_deref().ok());
     if code.is_some_and(|c| c.is_incomplete(raw.offset)) {
         return None;
     }
@@ -156,6 +159,7 @@ mod tests {
             code,
             offset: 0,
             flags,
+            identity: 1,
         }
     }
 
@@ -177,7 +181,7 @@ mod tests {
         let mut info = PythonInfo::default();
         for (address, name) in [(1, "inner"), (2, "middle"), (3, "Outer.run")] {
             info.codes.insert(
-                (7, 9, address),
+                raw(address, 0).code_key(7, 9),
                 Ok(Arc::new(CodeInfo::new(name, "w.py", 10))),
             );
         }
@@ -224,6 +228,41 @@ mod tests {
             names(&merged),
             ["syscall", "py:inner", "py:middle", "py:Outer.run"],
             "a cut native stack: the rest goes after it"
+        );
+    }
+
+    #[test]
+    fn an_address_reused_by_another_code_object_names_each_frame_after_its_own() {
+        // `made_1` was freed and `made_2` made in its memory: one address,
+        // two identities. The first was read while it lived; the third
+        // frame's object was replaced before it could be read.
+        let mut info = PythonInfo::default();
+        let at = |identity| PyFrameRaw {
+            identity,
+            ..raw(0x7f00, py_flags::GROUP_END)
+        };
+        info.codes.insert(
+            at(11).code_key(7, 9),
+            Ok(Arc::new(CodeInfo::new("made_1", "gen.py", 1))),
+        );
+        info.codes.insert(
+            at(13).code_key(7, 9),
+            Ok(Arc::new(CodeInfo::new("made_2", "gen.py", 11))),
+        );
+        info.codes
+            .insert(at(15).code_key(7, 9), Err(NotRead::Changed));
+        let stack = vec![native("syscall"), native("_PyEval_EvalFrameDefault")];
+        let is_eval = |f: &Frame| f.symbol.as_ref().unwrap().name == "_PyEval_EvalFrameDefault";
+        let named = |identity| {
+            let merged = merge(stack.clone(), &[at(identity)], (7, 9), &info, is_eval);
+            names(&merged)
+        };
+        assert_eq!(named(11), ["syscall", "py:made_1"]);
+        assert_eq!(named(13), ["syscall", "py:made_2"]);
+        assert_eq!(
+            named(15),
+            ["syscall", "py:?"],
+            "a frame whose object is gone is not named after another"
         );
     }
 }
