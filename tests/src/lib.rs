@@ -20,7 +20,7 @@ pub mod system;
 
 pub use fixtures::{Waiting, fixture};
 pub use pty::{OnTerminal, Pty};
-pub use report::{Report, basename, calls_of_size, frames, pids, sum, symbols};
+pub use report::{Report, basename, calls_of_size, describe_stacks, frames, pids, sum, symbols};
 pub use run::{
     Run, Tracing, mmap_trace, mmap_trace_bin, record_json, run_as_nobody, scratch_path,
     wait_with_timeout,

@@ -73,6 +73,26 @@ pub fn symbols(stack: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// Every stack of a report in one line each (calls, who unwound it, why it
+/// stopped, its first frames): what a failed assertion about stacks shows,
+/// so that a failure in CI explains itself.
+pub fn describe_stacks(report: &Report) -> String {
+    report
+        .stacks()
+        .iter()
+        .map(|s| {
+            let names = symbols(s);
+            format!(
+                "\n  calls={} unwinder={} stop={} frames={:?}",
+                s["calls"],
+                s["unwinder"],
+                s["stop_reason"],
+                &names[..names.len().min(8)]
+            )
+        })
+        .collect()
+}
+
 /// The pids of stacks, sorted, each once.
 pub fn pids(stacks: &[&Value]) -> Vec<u64> {
     let mut pids: Vec<u64> = stacks

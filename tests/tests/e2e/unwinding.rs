@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use mmap_trace_tests::{
-    PAGE, basename, begin, calls_of_size, fixture, frames, record_json, symbols,
+    PAGE, basename, begin, calls_of_size, describe_stacks, fixture, frames, record_json, symbols,
 };
 use serde_json::Value;
 
@@ -250,9 +250,14 @@ fn kernel_unwinding_matches_user_unwinding() {
         "both loop paths unwound in the kernel: {kernel} of {calls} calls ({copies} copies)"
     );
     let loop_stacks = report.stacks_through("level1");
-    assert_eq!(loop_stacks.len(), 2, "one mmap stack, one munmap stack");
+    let stacks = describe_stacks(&report);
+    assert_eq!(
+        loop_stacks.len(),
+        2,
+        "one mmap stack, one munmap stack: {stacks}"
+    );
     for stack in loop_stacks {
-        assert_eq!(stack["calls"], PAIRS);
+        assert_eq!(stack["calls"], PAIRS, "{stacks}");
         assert_eq!(stack["truncated"], false);
         let names = symbols(stack);
         if stack["mmap_calls"] == PAIRS {
