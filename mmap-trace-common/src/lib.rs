@@ -224,6 +224,16 @@ pub fn py_signature_step(signature: u64, code: u64, identity: u32) -> u64 {
         .rotate_left(29)
 }
 
+/// An mmap of a file's code (`PROT_EXEC`, not `MAP_ANONYMOUS`: a library
+/// being loaded), from its `prot` and `flags`. The kernel wakes user space
+/// at once for it, and user space reads the mapping records at once, so
+/// that a Python interpreter is known before it runs far.
+pub fn maps_file_code(prot: u64, flags: u64) -> bool {
+    const PROT_EXEC: u64 = 4;
+    const MAP_ANONYMOUS: u64 = 0x20;
+    prot & PROT_EXEC != 0 && flags & MAP_ANONYMOUS == 0
+}
+
 /// `PyFrame::flags` bits.
 pub mod py_flags {
     /// The last (outermost) frame run by one C call of the eval loop

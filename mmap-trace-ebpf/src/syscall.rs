@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use mmap_trace_common::{
-    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, families, kind, madvise, nr, stop,
-    unwind,
+    MAX_RECORD_DATA, RecordHeader, SyscallRecord, counter, families, kind, madvise, maps_file_code,
+    nr, stop, unwind,
 };
 
 use crate::{
@@ -150,10 +150,9 @@ pub fn mmtrace_exit(ctx: RawTracePointContext) -> u32 {
         }
     }
     // Set by each branch: whether user space should read this at once. A
-    // library's code mapped is read at once too: if it is a Python
-    // interpreter, user space tells the kernel where its state is before
-    // the process runs far (`maps_code`).
-    let maps_code = maps_code(id, &regs.syscall_args());
+    // library's code mapped is read at once too (`maps_file_code`).
+    let args = regs.syscall_args();
+    let maps_code = id == nr::MMAP && maps_file_code(args[2], args[3]);
     let mut wake;
     let data_bytes = if UNWIND_MODE.load() == 0 {
         // SAFETY: this CPU's slot, as above; the walk's steps reach it only
@@ -292,15 +291,6 @@ fn may_change_existing(ctx: &RawTracePointContext, id: u64) -> bool {
         }
         _ => true,
     }
-}
-
-/// An mmap of a file's code: `PROT_EXEC` and not `MAP_ANONYMOUS`. Such
-/// calls are few (libraries being loaded).
-#[inline(always)]
-fn maps_code(id: u64, args: &[u64; 6]) -> bool {
-    const PROT_EXEC: u64 = 4;
-    const MAP_ANONYMOUS: u64 = 0x20;
-    id == nr::MMAP && args[2] & PROT_EXEC != 0 && args[3] & MAP_ANONYMOUS == 0
 }
 
 /// When this thread's call entered (0: unknown), forgotten now.

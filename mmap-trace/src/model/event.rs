@@ -220,10 +220,8 @@ impl Call {
     pub fn maps_code(&self) -> bool {
         matches!(
             *self,
-            Call::Mmap { prot, flags, fd, .. }
-                if prot & super::memory::prot::EXEC != 0
-                    && flags & super::memory::map_flags::ANONYMOUS == 0
-                    && fd >= 0
+            Call::Mmap { prot, flags, .. }
+                if mmap_trace_common::maps_file_code(prot.into(), flags.into())
         )
     }
 

@@ -77,11 +77,11 @@ impl CodeInfo {
         {
             return Err(NotRead::NotCode);
         }
-        let words: Option<[u64; PY_IDENTITY_WORDS]> = (0..PY_IDENTITY_WORDS as u32)
-            .map(|i| u64_at(layout.identity + 8 * i))
-            .collect::<Option<Vec<u64>>>()
-            .and_then(|words| words.try_into().ok());
-        if words.as_ref().map(py_code_identity) != Some(identity) {
+        let mut words = [0u64; PY_IDENTITY_WORDS];
+        for (at, word) in (layout.identity..).step_by(8).zip(&mut words) {
+            *word = field(at)?;
+        }
+        if py_code_identity(&words) != identity {
             return Err(NotRead::Changed);
         }
         let name_field = layout.qualname.unwrap_or(layout.name);
