@@ -79,6 +79,16 @@ impl Waiting {
     }
 }
 
+/// A test that fails while its fixture waits must not leave it running.
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.child.kill().unwrap_or(());
+            self.child.wait().map(drop).unwrap_or(());
+        }
+    }
+}
+
 /// A Python fixture script (tests/fixtures/python).
 pub fn python_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -188,3 +188,14 @@ impl OnTerminal {
         termios.c_lflag & cooked == cooked
     }
 }
+
+/// A test that fails while its process runs must not leave it running:
+/// the next test would find its programs still loaded.
+impl Drop for OnTerminal {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.child.kill().unwrap_or(());
+            self.child.wait().map(drop).unwrap_or(());
+        }
+    }
+}

@@ -11,6 +11,19 @@ const COLUMNS: u16 = 120;
 /// Leaving the alternate screen: the last thing `top` writes.
 const LEAVE_ALTERNATE_SCREEN: &[u8] = b"\x1b[?1049l";
 
+/// The end of a synchronized update: `top` ends each frame with it.
+const FRAME_END: &[u8] = b"\x1b[?2026l";
+
+/// What `top` wrote up to the end of its last whole frame (the terminal
+/// hands the test what it reads in pieces: a frame may be half read).
+fn whole_frames(output: &[u8]) -> &[u8] {
+    let end = output
+        .windows(FRAME_END.len())
+        .rposition(|window| window == FRAME_END)
+        .map_or(0, |at| at + FRAME_END.len());
+    &output[..end]
+}
+
 /// The screen a terminal of ROWS × COLUMNS shows after `output`.
 fn screen(output: &[u8]) -> vt100::Parser {
     let size = |n| std::num::NonZeroU16::new(n).expect("a size");
@@ -49,9 +62,9 @@ fn top_flags_the_growing_requester_and_quits_on_q() {
     let mut top = pty.spawn(command);
     let growing = ["growing", "requester", "libleak.so"];
     top.wait_until("flagged libleak.so as a growing requester", |output| {
-        !lines_with(&screen(output), &growing).is_empty()
+        !lines_with(&screen(whole_frames(output)), &growing).is_empty()
     });
-    let shown = screen(&top.output());
+    let shown = screen(whole_frames(&top.output()));
     assert!(
         shown.screen().alternate_screen(),
         "drawn on the alternate screen"

@@ -199,7 +199,7 @@ impl<'t> LiveView<'t> {
             events_per_s,
         };
         let screen = Screen::build(book, moment, &self.judging);
-        self.tty.terminal.draw(|frame| view::draw(frame, &screen))?;
+        self.tty.draw(|frame| view::draw(frame, &screen))?;
         self.drawn = Some(samples);
         Ok(())
     }

@@ -5,7 +5,7 @@
 //! is readable on the main screen).
 
 use std::{
-    io::{self, Stdout},
+    io::{self, BufWriter, Stdout, Write as _},
     sync::{
         Once,
         atomic::{AtomicBool, Ordering},
@@ -14,13 +14,16 @@ use std::{
 };
 
 use ratatui::{
-    Terminal,
+    Frame, Terminal,
     backend::CrosstermBackend,
     crossterm::{
         cursor::{Hide, Show},
         event::{self, Event, KeyCode, KeyEventKind, KeyModifiers},
-        execute,
-        terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
+        execute, queue,
+        terminal::{
+            BeginSynchronizedUpdate, EndSynchronizedUpdate, EnterAlternateScreen,
+            LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+        },
     },
 };
 
@@ -35,7 +38,7 @@ pub struct Tty {
     // Dropped in this order: ratatui's terminal shows the cursor it hid
     // (on the alternate screen), then the screen and the mode are given
     // back, then held log lines are said.
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+    terminal: Terminal<CrosstermBackend<BufWriter<Stdout>>>,
     _taken: Taken,
     _logs: HeldLogs,
 }
@@ -59,14 +62,34 @@ impl Tty {
         // From here on, a failure gives everything back as `taken` drops.
         let taken = Taken(());
         execute!(io::stdout(), EnterAlternateScreen, Hide)?;
-        let terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+        // Std's stdout flushes every 1 KiB; a frame is bigger. Buffered
+        // whole, a frame leaves in one write (the pty or the terminal may
+        // still split what it reads: the synchronized update below says
+        // where a frame ends).
+        let out = BufWriter::with_capacity(FRAME_BUFFER, io::stdout());
+        let terminal = Terminal::new(CrosstermBackend::new(out))?;
         Ok(Tty {
             terminal,
             _taken: taken,
             _logs: logs,
         })
     }
+
+    /// Draws one frame as a synchronized update (DEC private mode 2026):
+    /// a terminal that knows it shows the frame whole, never half drawn;
+    /// one that does not ignores the marks.
+    pub fn draw(&mut self, render: impl FnOnce(&mut Frame)) -> io::Result<()> {
+        queue!(self.terminal.backend_mut(), BeginSynchronizedUpdate)?;
+        self.terminal.draw(render)?;
+        let out = self.terminal.backend_mut();
+        queue!(out, EndSynchronizedUpdate)?;
+        out.flush()
+    }
 }
+
+/// Room for a whole frame on most terminals; a bigger frame leaves in
+/// pieces, still inside its synchronized update.
+const FRAME_BUFFER: usize = 64 * 1024;
 
 /// Shows the cursor, leaves the alternate screen, ends raw mode: the last
 /// bytes written are the alternate screen's end. Once only.
