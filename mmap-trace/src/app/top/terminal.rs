@@ -5,7 +5,7 @@
 //! is readable on the main screen).
 
 use std::{
-    io::{self, BufWriter, Stdout, Write as _},
+    io::{self, Stdout, Write},
     sync::{
         Once,
         atomic::{AtomicBool, Ordering},
@@ -38,7 +38,7 @@ pub struct Tty {
     // Dropped in this order: ratatui's terminal shows the cursor it hid
     // (on the alternate screen), then the screen and the mode are given
     // back, then held log lines are said.
-    terminal: Terminal<CrosstermBackend<BufWriter<Stdout>>>,
+    terminal: Terminal<CrosstermBackend<FrameWriter<Stdout>>>,
     _taken: Taken,
     _logs: HeldLogs,
 }
@@ -62,12 +62,13 @@ impl Tty {
         // From here on, a failure gives everything back as `taken` drops.
         let taken = Taken(());
         execute!(io::stdout(), EnterAlternateScreen, Hide)?;
-        // Std's stdout flushes every 1 KiB; a frame is bigger. Buffered
-        // whole, a frame leaves in one write (the pty or the terminal may
-        // still split what it reads: the synchronized update below says
-        // where a frame ends).
-        let out = BufWriter::with_capacity(FRAME_BUFFER, io::stdout());
-        let terminal = Terminal::new(CrosstermBackend::new(out))?;
+        // Std's stdout passes on every 1 KiB; a frame is bigger. Held whole,
+        // a frame leaves in one write (a terminal may still read it in
+        // pieces: the synchronized update below says where a frame ends).
+        let terminal = Terminal::new(CrosstermBackend::new(FrameWriter::new(
+            io::stdout(),
+            &TAKEN,
+        )))?;
         Ok(Tty {
             terminal,
             _taken: taken,
@@ -87,9 +88,47 @@ impl Tty {
     }
 }
 
-/// Room for a whole frame on most terminals; a bigger frame leaves in
-/// pieces, still inside its synchronized update.
-const FRAME_BUFFER: usize = 64 * 1024;
+/// The view's writer: holds what is drawn until ratatui flushes the
+/// frame, then writes it whole, in one call. Once the terminal has been
+/// given back (a panic in the middle of a frame: the hook gives it back
+/// before the message is printed), it writes nothing: the half-drawn frame
+/// would land on the main screen, over the message.
+struct FrameWriter<W> {
+    frame: Vec<u8>,
+    out: W,
+    /// Whether the terminal is still ours ([`TAKEN`]).
+    ours: &'static AtomicBool,
+}
+
+impl<W: Write> FrameWriter<W> {
+    fn new(out: W, ours: &'static AtomicBool) -> Self {
+        FrameWriter {
+            frame: Vec::new(),
+            out,
+            ours,
+        }
+    }
+}
+
+impl<W: Write> Write for FrameWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.frame.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let written = if self.ours.load(Ordering::Acquire) {
+            self.out
+                .write_all(&self.frame)
+                .and_then(|()| self.out.flush())
+        } else {
+            Ok(())
+        };
+        // Kept for the next frame: its capacity is a frame's size.
+        self.frame.clear();
+        written
+    }
+}
 
 /// Shows the cursor, leaves the alternate screen, ends raw mode: the last
 /// bytes written are the alternate screen's end. Once only.
@@ -142,4 +181,29 @@ pub fn pending_input() -> io::Result<Option<Input>> {
         }
     }
     Ok(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame leaves whole at the flush, and nothing at all once the
+    /// terminal is no longer ours.
+    #[test]
+    fn a_frame_is_written_whole_and_never_after_the_terminal_is_given_back() {
+        static OURS: AtomicBool = AtomicBool::new(true);
+        let mut writer = FrameWriter::new(Vec::new(), &OURS);
+        writer.write_all(b"\x1b[1;1Hhalf").unwrap();
+        assert!(writer.out.is_empty(), "held until the frame is flushed");
+        writer.write_all(b" and the rest").unwrap();
+        writer.flush().unwrap();
+        assert_eq!(writer.out, b"\x1b[1;1Hhalf and the rest");
+        writer
+            .write_all(b"\x1b[2;1Ha frame cut by a panic")
+            .unwrap();
+        OURS.store(false, Ordering::Release);
+        writer.flush().unwrap();
+        assert_eq!(writer.out, b"\x1b[1;1Hhalf and the rest", "nothing more");
+        assert!(writer.frame.is_empty());
+    }
 }
