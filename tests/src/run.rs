@@ -102,6 +102,11 @@ pub fn record_json<S: AsRef<OsStr>>(extra: &[&str], command: &[S]) -> (Report, R
 
 /// Waits for `child`, collecting its output; kills it after RUN_TIMEOUT.
 pub fn wait_with_timeout(mut child: Child) -> Run {
+    wait_for(&mut child)
+}
+
+/// [`wait_with_timeout`], for a child owned by someone else.
+fn wait_for(child: &mut Child) -> Run {
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let out = thread::spawn(move || {
@@ -118,7 +123,7 @@ pub fn wait_with_timeout(mut child: Child) -> Run {
             break status;
         }
         if started.elapsed() > RUN_TIMEOUT {
-            kill(&mut child);
+            kill(child);
             panic!("mmap-trace ran for over {RUN_TIMEOUT:?}; killed");
         }
         thread::sleep(Duration::from_millis(10));
@@ -243,8 +248,8 @@ impl Tracing {
     }
 
     /// Waits for it to finish; the report is in `Run::output`.
-    pub fn wait(self) -> Run {
-        let mut run = wait_with_timeout(self.child);
+    pub fn wait(mut self) -> Run {
+        let mut run = wait_for(&mut self.child);
         run.output = std::fs::read_to_string(&self.output).ok();
         remove_scratch(&self.output);
         run
@@ -255,6 +260,17 @@ impl Tracing {
         let run = self.wait();
         assert!(run.status.success(), "mmap-trace failed: {}", run.stderr);
         run
+    }
+}
+
+/// A test that fails while mmap-trace runs must not leave it running: the
+/// next test would find its programs still loaded.
+impl Drop for Tracing {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            kill(&mut self.child);
+            self.child.wait().map(drop).unwrap_or(());
+        }
     }
 }
 
