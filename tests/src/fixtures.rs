@@ -82,10 +82,7 @@ impl Waiting {
 /// A test that fails while its fixture waits must not leave it running.
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.child.kill().unwrap_or(());
-            self.child.wait().map(drop).unwrap_or(());
-        }
+        crate::run::end_if_running(&mut self.child);
     }
 }
 

@@ -193,9 +193,6 @@ impl OnTerminal {
 /// the next test would find its programs still loaded.
 impl Drop for OnTerminal {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.child.kill().unwrap_or(());
-            self.child.wait().map(drop).unwrap_or(());
-        }
+        crate::run::end_if_running(&mut self.child);
     }
 }

@@ -136,6 +136,15 @@ fn wait_for(child: &mut Child) -> Run {
     }
 }
 
+/// Kills and reaps `child` unless it has exited: what a test that failed
+/// half-way leaves behind must not outlive it.
+pub(crate) fn end_if_running(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        kill(child);
+        child.wait().map(drop).unwrap_or(());
+    }
+}
+
 fn kill(child: &mut Child) {
     if let Err(e) = child.kill() {
         eprintln!("cannot kill pid {}: {e}", child.id());
@@ -267,10 +276,7 @@ impl Tracing {
 /// next test would find its programs still loaded.
 impl Drop for Tracing {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            kill(&mut self.child);
-            self.child.wait().map(drop).unwrap_or(());
-        }
+        end_if_running(&mut self.child);
     }
 }
 
