@@ -227,7 +227,8 @@ fn python_functions_and_lines_that_map_under_every_cpython() {
 
 /// The failure seen once in CI: a module's code object was freed after it
 /// ran and a method's was made in its memory; the method's calls were
-/// named after the module. Here three functions share one address in turn.
+/// named after the module. Here functions are made in the memory of the
+/// one before (the script fails unless at least one is).
 #[test]
 fn a_code_object_in_the_memory_of_a_freed_one_is_named_after_itself() {
     let _e2e = begin();
